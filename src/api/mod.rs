@@ -1,0 +1,289 @@
+//! The cloud client: one reqwest client (rustls) with timeouts, authentication, and the status
+//! handling every job kind shares. One file per service builds on [`Client::call`].
+//!
+//! Inside one call: a 401 re-authenticates once and repeats the request; connection failures
+//! and resets are repeated a few times after a short pause. Everything else is returned as an
+//! [`Error`] for the engine to classify, so that job-level retries are persisted and visible.
+
+pub mod auth;
+pub mod signer;
+pub mod error;
+pub mod repo;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+
+pub use error::Error;
+
+use crate::config::{AuthConfig, Config, Endpoints};
+
+/// The services the daemon calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Iam,
+    Repo,
+    Artifact,
+}
+
+/// One request, before authentication.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub service: Service,
+    pub method: Method,
+    /// The path as sent, path parameters already percent-encoded.
+    pub path: String,
+    /// Decoded query pairs; sent sorted and encoded, as the signer's canonical query.
+    pub query: Vec<(String, String)>,
+    /// A JSON body, exactly as sent.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Request {
+    /// A request without query or body.
+    pub fn new(service: Service, method: Method, path: impl Into<String>) -> Request {
+        Request {
+            service,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Adds a JSON body.
+    pub fn json(mut self, body: &impl serde::Serialize) -> Request {
+        self.body = Some(serde_json::to_vec(body).unwrap_or_default());
+        self
+    }
+}
+
+/// A successful response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Parses the body as `T`, naming the request on failure.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, req: &Request) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+            method: req.method.to_string(),
+            path: req.path.clone(),
+            status: self.status,
+            message: e.to_string(),
+        })
+    }
+
+    /// The request id the gateway returned (`X-Request-Id`), kept as the job's trace id.
+    pub fn request_id(&self) -> Option<String> {
+        self.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// The client. Cheap to clone; clones share the token cache.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Endpoints,
+    auth: auth::Auth,
+    transport_retries: u32,
+}
+
+impl Client {
+    /// Builds the client from the configuration, resolving the auth secrets.
+    pub fn from_config(cfg: &Config) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(cfg.http.connect_timeout)
+            .timeout(cfg.http.request_timeout)
+            .user_agent(concat!("codearts-syncd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Auth(format!("cannot build the HTTP client: {e}")))?;
+        let endpoints = cfg.endpoints();
+        let auth = match &cfg.cloud.auth {
+            AuthConfig::Password {
+                domain_name,
+                user_name,
+                password,
+            } => {
+                let password = password
+                    .resolve("cloud.auth.password", &cfg.base_dir)
+                    .map_err(|e| Error::Auth(e.to_string()))?;
+                auth::Auth::token(auth::TokenSource::new(
+                    http.clone(),
+                    &endpoints.iam,
+                    domain_name,
+                    user_name,
+                    password,
+                    &cfg.cloud.iam_project_id,
+                    cfg.http.token_refresh_margin,
+                ))
+            }
+            AuthConfig::Aksk {
+                access_key,
+                secret_key,
+            } => {
+                let ak = access_key
+                    .resolve("cloud.auth.access_key", &cfg.base_dir)
+                    .map_err(|e| Error::Auth(e.to_string()))?;
+                let sk = secret_key
+                    .resolve("cloud.auth.secret_key", &cfg.base_dir)
+                    .map_err(|e| Error::Auth(e.to_string()))?;
+                auth::Auth::aksk(ak, sk, &cfg.cloud.iam_project_id)
+            }
+        };
+        Ok(Client {
+            http,
+            endpoints,
+            auth,
+            transport_retries: cfg.http.transport_retries,
+        })
+    }
+
+    fn base(&self, service: Service) -> &str {
+        match service {
+            Service::Iam => &self.endpoints.iam,
+            Service::Repo => &self.endpoints.repo,
+            Service::Artifact => &self.endpoints.artifact,
+        }
+    }
+
+    /// Sends `req`, authenticated. Returns the response for 2xx, an [`Error`] otherwise.
+    pub async fn call(&self, req: &Request) -> Result<Response, Error> {
+        let mut reauthenticated = false;
+        let mut transport_failures = 0u32;
+        loop {
+            let credential = self.auth.credential().await?;
+            match self.send_once(req, &credential).await {
+                Ok(resp) if resp.status == 401 && !reauthenticated && credential.is_token() => {
+                    tracing::info!(
+                        method = %req.method,
+                        path = %req.path,
+                        "token rejected (401); re-authenticating once"
+                    );
+                    self.auth.invalidate(&credential).await;
+                    reauthenticated = true;
+                }
+                Ok(resp) if resp.status >= 400 => return Err(api_error(req, &resp)),
+                Ok(resp) => return Ok(resp),
+                Err(e @ Error::Transport { .. }) if transport_failures < self.transport_retries => {
+                    transport_failures += 1;
+                    let pause = Duration::from_millis(100 * (1 << transport_failures.min(6)));
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "transport failure; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        req: &Request,
+        credential: &auth::Credential,
+    ) -> Result<Response, Error> {
+        let base = self.base(req.service).trim_end_matches('/');
+        let query = auth::canonical_query(&req.query);
+        let url = if query.is_empty() {
+            format!("{base}{}", req.path)
+        } else {
+            format!("{base}{}?{query}", req.path)
+        };
+        let body = req.body.clone().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        credential.apply(
+            &mut headers,
+            &auth::Signable {
+                method: req.method.as_str(),
+                url: &url,
+                path: &req.path,
+                query: &req.query,
+                body: &body,
+            },
+        )?;
+        let started = Instant::now();
+        let mut builder = self
+            .http
+            .request(req.method.clone(), &url)
+            .headers(headers);
+        if req.body.is_some() {
+            builder = builder.body(body);
+        }
+        let transport = |e: reqwest::Error| Error::Transport {
+            method: req.method.to_string(),
+            path: req.path.clone(),
+            message: describe_reqwest_error(&e),
+        };
+        let resp = builder.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?.to_vec();
+        tracing::debug!(
+            method = %req.method,
+            path = %req.path,
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "api call"
+        );
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn api_error(req: &Request, resp: &Response) -> Error {
+    let d = error::decode_error_body(resp.status, &resp.body);
+    let retry_after = resp
+        .headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(error::parse_retry_after);
+    Error::Api {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        status: resp.status,
+        error_code: d.error_code,
+        error_msg: d.error_msg,
+        trace_id: d.trace_id.or_else(|| resp.request_id()),
+        retry_after,
+    }
+}
+
+/// A one-line description of a reqwest failure, with its cause chain but never a URL's secrets
+/// (the daemon's URLs carry none).
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Exposes a secret for a header value, marked sensitive so no debug output prints it.
+pub(crate) fn sensitive_header(secret: &secrecy::SecretString) -> Result<HeaderValue, Error> {
+    let mut v = HeaderValue::from_str(secret.expose_secret())
+        .map_err(|_| Error::Auth("credential contains characters not allowed in a header".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}

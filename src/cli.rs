@@ -1,0 +1,517 @@
+//! The command line: clap definitions and the glue from each subcommand to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, LogFormat};
+use crate::ingress::{self, Submission, Submitted};
+use crate::store::{AttemptRow, JobRow, ListFilter, Store};
+use crate::{rfc3339, Source, Status};
+
+/// Exit code for invalid input: a bad config, bad parameters, a rejected job.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code for a failure to do the work: store, network, simulator.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// codearts-syncd: declared, retried, recorded jobs against Huawei Cloud CodeArts.
+///
+/// Jobs arrive from cron schedules, the CLI (`enqueue`) or AMQP; each is written to the SQLite
+/// job table before anything else happens, run by a worker pool with retries and backoff, and
+/// recorded with its outcome, its attempts and the job id (jid) the cloud returned.
+#[derive(Parser, Debug)]
+#[command(name = "codearts-syncd", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Every key can be overridden by an environment variable
+    /// CODEARTS_SYNCD_<SECTION>__<KEY>, e.g. CODEARTS_SYNCD_ENGINE__CONCURRENCY=4.
+    #[arg(long, global = true, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Log format: `text` for a terminal, `json` for one JSON object per line.
+    /// The filter comes from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: cron schedules and workers until SIGTERM/SIGINT, then drain gracefully
+    /// (in-flight jobs get engine.shutdown_grace to finish; the rest are re-queued).
+    Run,
+    /// Submit a job into the store (validated first; invalid jobs are recorded as rejected).
+    ///
+    /// Example: codearts-syncd enqueue remote_mirror --param repository_id=123 --param force_fetch=true
+    Enqueue(EnqueueArgs),
+    /// Job history.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Start the bundled simulator and the daemon against it in a temporary directory, run
+    /// sample jobs, and print their outcomes.
+    Demo(DemoArgs),
+    /// Run the bundled CodeArts simulator alone (for trials and your own CI). Its control
+    /// routes live under /__sim/ (faults, token expiry, recorded calls).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnqueueArgs {
+    /// Job kind: remote_mirror.
+    pub kind: String,
+    /// A parameter as key=value; the value is read as JSON when it parses (123, true,
+    /// ["a","b"]), else as a string. Repeat for each parameter.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Idempotency key: a second submission with the same key creates no second job.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Show one job with its attempts.
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this status: queued, running, following, succeeded, failed, rejected, skipped.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many jobs (0 = all).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    pub id: i64,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted; exits non-zero naming
+    /// the offending key on error.
+    Check,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the temporary directory (database, config) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Address to listen on, e.g. 127.0.0.1:18080.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let format = cli.log_format.unwrap_or_default();
+    match cli.command {
+        Command::Demo(args) => {
+            crate::logging::init(format, "warn");
+            exit(crate::demo::run(args.keep).await.map(|_| 0))
+        }
+        Command::Simulate(args) => {
+            crate::logging::init(format, "info");
+            exit(simulate(args).await.map(|_| 0))
+        }
+        command => {
+            let cfg = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            };
+            crate::logging::init(cli.log_format.unwrap_or(cfg.logging.format), "info");
+            match command {
+                Command::Run => exit(run_daemon(cfg).await.map(|_| 0)),
+                Command::Enqueue(args) => exit(enqueue(&cfg, args).await),
+                Command::Jobs(JobsCommand::List(args)) => exit(list(&cfg, args).await.map(|_| 0)),
+                Command::Jobs(JobsCommand::Show(args)) => exit(show(&cfg, args).await),
+                Command::Config(ConfigCommand::Check) => exit(check(&cfg)),
+                Command::Demo(_) | Command::Simulate(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn exit(r: anyhow::Result<u8>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run_daemon(cfg: Config) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let signal = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received: no new jobs will be claimed");
+        signal.cancel();
+    });
+    crate::daemon::run(cfg, cancel).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Parses `key=value` parameters into a JSON object; the value is JSON when it parses.
+pub fn parse_params(pairs: &[String]) -> Result<Value, String> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("--param {pair:?}: expected KEY=VALUE"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("--param {pair:?}: the key is empty"));
+        }
+        let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+        if map.insert(k.to_string(), value).is_some() {
+            return Err(format!("--param {k}: given twice"));
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+async fn enqueue(cfg: &Config, args: EnqueueArgs) -> anyhow::Result<u8> {
+    let params = match parse_params(&args.params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let store = Store::open(&cfg.store).await?;
+    let sub = Submission {
+        kind: args.kind,
+        params,
+        source: Source::Cli,
+        key: args.key,
+        schedule: None,
+    };
+    let outcome = ingress::submit(&store, cfg, sub).await?;
+    store.close().await;
+    Ok(match outcome {
+        Submitted::Queued(id) => {
+            println!("queued job {id}");
+            0
+        }
+        Submitted::Duplicate(id) => {
+            println!("duplicate key: job {id} already exists; nothing added");
+            0
+        }
+        Submitted::Skipped(id) => {
+            println!("skipped (recorded as job {id})");
+            0
+        }
+        Submitted::Rejected { id, reason } => {
+            eprintln!("error: rejected: {reason} (recorded as job {id})");
+            EXIT_INVALID
+        }
+    })
+}
+
+/// A job as `jobs list --json` and `jobs show --json` print it (times RFC 3339, UTC).
+#[derive(Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub source: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub jid: Option<String>,
+    pub trace_id: Option<String>,
+    pub http_status: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub next_run_at: Option<String>,
+    pub params: Value,
+    pub result: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_log: Option<Vec<AttemptView>>,
+}
+
+/// One attempt as printed.
+#[derive(Serialize)]
+pub struct AttemptView {
+    pub attempt: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub http_status: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+    pub retry_delay_ms: Option<i64>,
+}
+
+impl From<&JobRow> for JobView {
+    fn from(j: &JobRow) -> JobView {
+        let waiting = matches!(j.status(), Some(Status::Queued | Status::Following));
+        JobView {
+            id: j.id,
+            kind: j.kind.clone(),
+            source: j.source.clone(),
+            status: j.status.clone(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            jid: j.jid.clone(),
+            trace_id: j.trace_id.clone(),
+            http_status: j.http_status,
+            error_code: j.error_code.clone(),
+            error_msg: j.error_msg.clone(),
+            created_at: rfc3339(j.created_at),
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+            next_run_at: waiting.then(|| rfc3339(j.next_run_at)),
+            params: j.params.clone(),
+            result: j.result.clone(),
+            idempotency_key: j.idempotency_key.clone(),
+            schedule: j.schedule.clone(),
+            attempt_log: None,
+        }
+    }
+}
+
+impl From<&AttemptRow> for AttemptView {
+    fn from(a: &AttemptRow) -> AttemptView {
+        AttemptView {
+            attempt: a.attempt,
+            started_at: rfc3339(a.started_at),
+            finished_at: a.finished_at.map(rfc3339),
+            outcome: a.outcome.clone(),
+            http_status: a.http_status,
+            error_code: a.error_code.clone(),
+            error_msg: a.error_msg.clone(),
+            retry_delay_ms: a.retry_delay_ms,
+        }
+    }
+}
+
+async fn list(cfg: &Config, args: ListArgs) -> anyhow::Result<()> {
+    if let Some(s) = &args.status {
+        if Status::parse(s).is_none() {
+            anyhow::bail!(
+                "--status {s:?}: unknown status (known: {})",
+                Status::ALL.map(|s| s.as_str()).join(", ")
+            );
+        }
+    }
+    let store = Store::open(&cfg.store).await?;
+    let jobs = store
+        .list(&ListFilter {
+            kind: args.kind,
+            status: args.status,
+            limit: args.limit,
+        })
+        .await?;
+    let views: Vec<JobView> = jobs.iter().map(JobView::from).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        print!("{}", table(&views));
+    }
+    Ok(())
+}
+
+/// The human table of jobs.
+pub fn table(jobs: &[JobView]) -> String {
+    let header = ["ID", "KIND", "SOURCE", "STATUS", "ATTEMPTS", "CREATED", "JID / ERROR"];
+    let rows: Vec<[String; 7]> = jobs
+        .iter()
+        .map(|j| {
+            let detail = match (&j.jid, &j.error_code) {
+                (_, Some(code)) if j.status != "succeeded" => format!(
+                    "{code}: {}",
+                    j.error_msg.as_deref().unwrap_or("").chars().take(80).collect::<String>()
+                ),
+                (Some(jid), _) => jid.clone(),
+                _ => String::new(),
+            };
+            [
+                j.id.to_string(),
+                j.kind.clone(),
+                j.source.clone(),
+                j.status.clone(),
+                format!("{}/{}", j.attempts, j.max_attempts),
+                j.created_at.clone(),
+                detail,
+            ]
+        })
+        .collect();
+    render_table(&header, &rows)
+}
+
+/// Renders rows under a header with columns padded to their widest cell.
+pub fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&cfg.store).await?;
+    let Some(job) = store.get(args.id).await? else {
+        eprintln!("error: no job {}", args.id);
+        return Ok(EXIT_INVALID);
+    };
+    let attempts = store.attempts(args.id).await?;
+    let mut view = JobView::from(&job);
+    view.attempt_log = Some(attempts.iter().map(AttemptView::from).collect());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(0);
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("job {} ({}, from {})", view.id, view.kind, view.source);
+    println!("  status      {}", view.status);
+    println!("  attempts    {}/{}", view.attempts, view.max_attempts);
+    println!("  jid         {}", opt(&view.jid));
+    println!("  trace id    {}", opt(&view.trace_id));
+    if view.error_code.is_some() || view.error_msg.is_some() {
+        println!(
+            "  error       {} {}{}",
+            opt(&view.error_code),
+            opt(&view.error_msg),
+            view.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+        );
+    }
+    println!("  created     {}", view.created_at);
+    println!("  started     {}", opt(&view.started_at));
+    println!("  finished    {}", opt(&view.finished_at));
+    if let Some(next) = &view.next_run_at {
+        println!("  next run    {next}");
+    }
+    println!("  params      {}", view.params);
+    if let Some(r) = &view.result {
+        println!("  result      {r}");
+    }
+    if let Some(log) = &view.attempt_log {
+        let rows: Vec<[String; 6]> = log
+            .iter()
+            .map(|a| {
+                [
+                    a.attempt.to_string(),
+                    a.started_at.clone(),
+                    opt(&a.outcome),
+                    a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    a.retry_delay_ms
+                        .map(|d| format!("{d} ms"))
+                        .unwrap_or_else(|| "-".into()),
+                    match (&a.error_code, &a.error_msg) {
+                        (Some(c), Some(m)) => format!("{c}: {m}"),
+                        (None, Some(m)) => m.clone(),
+                        _ => String::new(),
+                    },
+                ]
+            })
+            .collect();
+        println!();
+        print!(
+            "{}",
+            render_table(
+                &["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "NEXT IN", "ERROR"],
+                &rows
+            )
+        );
+    }
+    Ok(0)
+}
+
+fn check(cfg: &Config) -> anyhow::Result<u8> {
+    print!("{}", cfg.to_redacted_toml());
+    if let Err(e) = cfg.check_secrets() {
+        eprintln!("error: {e}");
+        return Ok(EXIT_INVALID);
+    }
+    eprintln!("configuration is valid");
+    Ok(0)
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let sim = crate::sim::Simulator::new(crate::sim::SimConfig::default());
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    println!("simulator listening on http://{addr} (control routes under /__sim/)");
+    sim.serve(listener, wait_for_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,701 @@
+//! The typed configuration: one TOML file, every key overridable from the environment, validated
+//! once at start so that everything afterwards takes typed values.
+//!
+//! Layering: the file (`--config PATH`, or `CODEARTS_SYNCD_CONFIG`) first, then environment
+//! variables `CODEARTS_SYNCD_<SECTION>__<KEY>` (double underscore between levels, e.g.
+//! `CODEARTS_SYNCD_ENGINE__CONCURRENCY=4`). Secrets never appear as values in the file: a secret
+//! is a *source*, `{ env = "NAME" }` or `{ file = "/path" }`, resolved when needed and held in a
+//! [`SecretString`] whose `Debug` prints nothing. Unknown keys are errors, named by their path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "CODEARTS_SYNCD_CONFIG";
+/// Prefix of the environment variables that override keys.
+pub const ENV_PREFIX: &str = "CODEARTS_SYNCD_";
+/// Where the systemd unit and `run` look when nothing else is given.
+pub const DEFAULT_PATH: &str = "/etc/codearts-syncd/config.toml";
+
+/// A configuration error; the message names the key and why it is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl Error {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub cloud: CloudConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub remote_mirror: RemoteMirrorConfig,
+    /// Source-repository credential profiles for `remote_mirror`, by name.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialProfile>,
+    /// Cron schedules.
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Directory relative secret files are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The SQLite store.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The database file (created if missing).
+    pub path: PathBuf,
+    /// `normal` survives a process crash; `full` also survives a power loss.
+    pub synchronous: Synchronous,
+    /// How long a writer waits for the lock before failing.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/codearts-syncd/jobs.db"),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// SQLite's `synchronous` level.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// The cloud account, identifiers, endpoints and authentication.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// Region id, e.g. `ap-southeast-3`; endpoints default from it.
+    pub region: String,
+    /// Account (domain) id: `{tenant_id}` in Artifact paths.
+    #[serde(default)]
+    pub domain_id: Option<String>,
+    /// IAM project id of the region: token scope and the `X-Project-Id` header.
+    pub iam_project_id: String,
+    /// CodeArts project id: `{project_id}` in Artifact paths (not the IAM project id).
+    #[serde(default)]
+    pub codearts_project_id: Option<String>,
+    #[serde(default)]
+    pub endpoints: EndpointOverrides,
+    pub auth: AuthConfig,
+}
+
+/// Explicit endpoints; each defaults from the region.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointOverrides {
+    pub iam: Option<String>,
+    pub repo: Option<String>,
+    pub artifact: Option<String>,
+}
+
+/// The endpoints in force, after defaults.
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoints {
+    pub iam: String,
+    pub repo: String,
+    pub artifact: String,
+}
+
+/// How requests are authenticated.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, tag = "method", rename_all = "lowercase")]
+pub enum AuthConfig {
+    /// IAM user password → token (`X-Auth-Token`).
+    Password {
+        /// Account name (IAM `domain.name`).
+        domain_name: String,
+        /// IAM user name.
+        user_name: String,
+        password: SecretSource,
+    },
+    /// AK/SK request signing (`SDK-HMAC-SHA256`).
+    Aksk {
+        access_key: SecretSource,
+        secret_key: SecretSource,
+    },
+}
+
+/// Where a secret comes from: an environment variable or a file (trailing newline dropped).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    /// Reads the secret; `key` names it in errors.
+    pub fn resolve(&self, key: &str, base_dir: &Path) -> Result<SecretString, Error> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                Ok(_) => Err(Error::invalid(
+                    key,
+                    format!("environment variable {var} is empty"),
+                )),
+                Err(_) => Err(Error::invalid(
+                    key,
+                    format!("environment variable {var} is not set"),
+                )),
+            },
+            (None, Some(path)) => {
+                let path = base_dir.join(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::invalid(key, format!("cannot read {}: {e}", path.display()))
+                })?;
+                let text = text.trim_end_matches(['\n', '\r']).to_string();
+                if text.is_empty() {
+                    return Err(Error::invalid(key, format!("{} is empty", path.display())));
+                }
+                Ok(SecretString::from(text))
+            }
+            _ => Err(Error::invalid(
+                key,
+                "give exactly one of `env` or `file` (secrets are never written in the file itself)",
+            )),
+        }
+    }
+
+    fn check_shape(&self, key: &str) -> Result<(), Error> {
+        if self.env.is_some() == self.file.is_some() {
+            return Err(Error::invalid(
+                key,
+                "give exactly one of `env` or `file` (secrets are never written in the file itself)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// HTTP client behaviour.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Quick retries inside one attempt for connection failures and resets.
+    pub transport_retries: u32,
+    /// Refresh a token this long before it expires.
+    #[serde(with = "humantime_serde")]
+    pub token_refresh_margin: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            transport_retries: 2,
+            token_refresh_margin: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The worker pool.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Jobs running at once, all kinds together.
+    pub concurrency: usize,
+    /// Per-kind caps, e.g. `remote_mirror = 4`.
+    pub per_kind: BTreeMap<String, usize>,
+    /// How often the store is checked for due jobs when nothing wakes the engine.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long in-flight jobs may take to finish before they are re-queued.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 8,
+            per_kind: BTreeMap::new(),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Job-level retry policy (exponential backoff with jitter).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    pub multiplier: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Jitter: each delay is drawn from `[d·(1-r), d·(1+r)]`.
+    pub randomization_factor: f64,
+    /// Attempts before a job is `failed`.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_interval: Duration::from_secs(5),
+            multiplier: 2.0,
+            max_interval: Duration::from_secs(600),
+            randomization_factor: 0.2,
+            max_attempts: 6,
+        }
+    }
+}
+
+/// `remote_mirror` defaults.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteMirrorConfig {
+    /// How often a started sync's mirror state is polled.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Default `follow_timeout` when a job does not give one.
+    #[serde(with = "humantime_serde")]
+    pub follow_timeout: Duration,
+}
+
+impl Default for RemoteMirrorConfig {
+    fn default() -> Self {
+        RemoteMirrorConfig {
+            poll_interval: Duration::from_secs(15),
+            follow_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Source-repository credentials for a mirror, sent base64-encoded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialProfile {
+    pub username: SecretSource,
+    pub password: SecretSource,
+}
+
+/// One cron schedule.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    /// Six fields, seconds first: `0 30 3 * * *` is 03:30:00 every day.
+    pub cron: String,
+    /// IANA time zone name; default UTC.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+}
+
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Log output.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+}
+
+/// Human-readable text or JSON lines.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Loads the file at `path` and the `CODEARTS_SYNCD_*` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter(|k| k.as_str() != "config");
+        let figment = Figment::from(Toml::string(&text)).merge(env);
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_figment(figment, base)
+    }
+
+    /// Parses a TOML string alone (no environment), then validates.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, Error> {
+        Self::from_figment(Figment::from(Toml::string(text)), base_dir.to_path_buf())
+    }
+
+    fn from_figment(figment: Figment, base_dir: PathBuf) -> Result<Config, Error> {
+        let mut cfg: Config = figment.extract().map_err(describe_figment_error)?;
+        // A relative store path is relative to the config file, like the secret files.
+        if cfg.store.path.is_relative() {
+            cfg.store.path = base_dir.join(&cfg.store.path);
+        }
+        cfg.base_dir = base_dir;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types cannot: ranges, references between sections, schedules.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.cloud.region.trim().is_empty() {
+            return Err(Error::invalid("cloud.region", "must not be empty"));
+        }
+        if self.cloud.iam_project_id.trim().is_empty() {
+            return Err(Error::invalid("cloud.iam_project_id", "must not be empty"));
+        }
+        for (key, url) in [
+            ("cloud.endpoints.iam", &self.cloud.endpoints.iam),
+            ("cloud.endpoints.repo", &self.cloud.endpoints.repo),
+            ("cloud.endpoints.artifact", &self.cloud.endpoints.artifact),
+        ] {
+            if let Some(url) = url {
+                match url::Url::parse(url) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    _ => {
+                        return Err(Error::invalid(
+                            key,
+                            format!("{url:?} is not an http(s) URL"),
+                        ))
+                    }
+                }
+            }
+        }
+        match &self.cloud.auth {
+            AuthConfig::Password {
+                domain_name,
+                user_name,
+                password,
+            } => {
+                if domain_name.is_empty() {
+                    return Err(Error::invalid("cloud.auth.domain_name", "must not be empty"));
+                }
+                if user_name.is_empty() {
+                    return Err(Error::invalid("cloud.auth.user_name", "must not be empty"));
+                }
+                password.check_shape("cloud.auth.password")?;
+            }
+            AuthConfig::Aksk {
+                access_key,
+                secret_key,
+            } => {
+                access_key.check_shape("cloud.auth.access_key")?;
+                secret_key.check_shape("cloud.auth.secret_key")?;
+            }
+        }
+        if self.engine.concurrency == 0 {
+            return Err(Error::invalid("engine.concurrency", "must be at least 1"));
+        }
+        for (kind, limit) in &self.engine.per_kind {
+            if crate::jobs::JobKind::parse(kind).is_none() {
+                return Err(Error::invalid(
+                    format!("engine.per_kind.{kind}"),
+                    format!(
+                        "unknown job kind (known: {})",
+                        crate::jobs::JobKind::names().join(", ")
+                    ),
+                ));
+            }
+            if *limit == 0 {
+                return Err(Error::invalid(
+                    format!("engine.per_kind.{kind}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.engine.poll_interval.is_zero() {
+            return Err(Error::invalid("engine.poll_interval", "must be above zero"));
+        }
+        let r = &self.retry;
+        if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+            return Err(Error::invalid("retry.multiplier", "must be at least 1.0"));
+        }
+        if !(0.0..1.0).contains(&r.randomization_factor) {
+            return Err(Error::invalid(
+                "retry.randomization_factor",
+                "must be in [0, 1)",
+            ));
+        }
+        if r.max_attempts == 0 {
+            return Err(Error::invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if r.initial_interval > r.max_interval {
+            return Err(Error::invalid(
+                "retry.initial_interval",
+                "must not exceed retry.max_interval",
+            ));
+        }
+        if self.remote_mirror.poll_interval.is_zero() {
+            return Err(Error::invalid(
+                "remote_mirror.poll_interval",
+                "must be above zero",
+            ));
+        }
+        for (name, profile) in &self.credentials {
+            profile
+                .username
+                .check_shape(&format!("credentials.{name}.username"))?;
+            profile
+                .password
+                .check_shape(&format!("credentials.{name}.password"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let key = format!("schedules[{i}]");
+            if s.name.trim().is_empty() {
+                return Err(Error::invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(Error::invalid(
+                    format!("{key}.name"),
+                    format!("schedule name {:?} is used twice", s.name),
+                ));
+            }
+            let tz: chrono_tz::Tz = s.timezone.parse().map_err(|_| {
+                Error::invalid(
+                    format!("schedules.{}.timezone", s.name),
+                    format!("{:?} is not an IANA time zone name", s.timezone),
+                )
+            })?;
+            crate::ingress::cron::check_expression(&s.cron, tz).map_err(|e| {
+                Error::invalid(
+                    format!("schedules.{}.cron", s.name),
+                    format!("invalid cron expression {:?}: {e}", s.cron),
+                )
+            })?;
+            let Some(kind) = crate::jobs::JobKind::parse(&s.kind) else {
+                return Err(Error::invalid(
+                    format!("schedules.{}.kind", s.name),
+                    format!(
+                        "unknown job kind {:?} (known: {})",
+                        s.kind,
+                        crate::jobs::JobKind::names().join(", ")
+                    ),
+                ));
+            };
+            crate::jobs::validate(kind, &s.params, self).map_err(|e| {
+                Error::invalid(format!("schedules.{}.params", s.name), e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The endpoints in force: overrides, else the region's defaults.
+    pub fn endpoints(&self) -> Endpoints {
+        let d = default_endpoints(&self.cloud.region);
+        let e = &self.cloud.endpoints;
+        Endpoints {
+            iam: e.iam.clone().unwrap_or(d.iam),
+            repo: e.repo.clone().unwrap_or(d.repo),
+            artifact: e.artifact.clone().unwrap_or(d.artifact),
+        }
+    }
+
+    /// Resolves every secret source once, so `config check` can report a missing one by key.
+    pub fn check_secrets(&self) -> Result<(), Error> {
+        match &self.cloud.auth {
+            AuthConfig::Password { password, .. } => {
+                password.resolve("cloud.auth.password", &self.base_dir)?;
+            }
+            AuthConfig::Aksk {
+                access_key,
+                secret_key,
+            } => {
+                access_key.resolve("cloud.auth.access_key", &self.base_dir)?;
+                secret_key.resolve("cloud.auth.secret_key", &self.base_dir)?;
+            }
+        }
+        for (name, p) in &self.credentials {
+            p.username
+                .resolve(&format!("credentials.{name}.username"), &self.base_dir)?;
+            p.password
+                .resolve(&format!("credentials.{name}.password"), &self.base_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML. Secrets are sources (`env`/`file`), never values,
+    /// so printing the structure reveals none.
+    pub fn to_redacted_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Effective<'a> {
+            #[serde(flatten)]
+            cfg: &'a Config,
+            effective_endpoints: Endpoints,
+        }
+        toml::to_string_pretty(&Effective {
+            cfg: self,
+            effective_endpoints: self.endpoints(),
+        })
+        .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Region defaults, from the SDK region files: Artifact and Repo hosts are not uniform.
+pub fn default_endpoints(region: &str) -> Endpoints {
+    let artifact_host = match region {
+        "ap-southeast-3" | "cn-south-1" | "me-east-1" | "af-south-1" | "af-north-1" => "artifact",
+        _ => "cloudartifacts-ext",
+    };
+    let repo_host = match region {
+        "la-south-2" | "tr-west-1" | "eu-west-101" => "codeartsrepo-ext",
+        r if r == "me-east-1" || r.starts_with("af-") => "repo",
+        _ => "codehub-ext",
+    };
+    let iam_suffix = if region == "eu-west-101" {
+        "myhuaweicloud.eu"
+    } else {
+        "myhuaweicloud.com"
+    };
+    Endpoints {
+        iam: format!("https://iam.{region}.{iam_suffix}"),
+        repo: format!("https://{repo_host}.{region}.myhuaweicloud.com"),
+        artifact: format!("https://{artifact_host}.{region}.myhuaweicloud.com"),
+    }
+}
+
+/// Turns figment's error into one line naming the key.
+fn describe_figment_error(err: figment::Error) -> Error {
+    let mut lines = Vec::new();
+    for e in err {
+        let path: Vec<String> = e
+            .path
+            .iter()
+            .filter(|p| p.as_str() != "default")
+            .cloned()
+            .collect();
+        let msg = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                let mut full = path.clone();
+                full.push(field.clone());
+                format!("{}: unknown key", full.join("."))
+            }
+            figment::error::Kind::MissingField(field) => {
+                let mut full = path.clone();
+                full.push(field.to_string());
+                format!("{}: missing key", full.join("."))
+            }
+            kind => {
+                if path.is_empty() {
+                    kind.to_string()
+                } else {
+                    format!("{}: {kind}", path.join("."))
+                }
+            }
+        };
+        lines.push(msg);
+    }
+    Error::Parse(lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[cloud]
+region = "ap-southeast-3"
+iam_project_id = "p1"
+[cloud.auth]
+method = "password"
+domain_name = "acct"
+user_name = "u"
+password = { env = "SOME_VAR" }
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let cfg = Config::from_toml_str(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(cfg.engine.concurrency, 8);
+        assert_eq!(
+            cfg.endpoints().artifact,
+            "https://artifact.ap-southeast-3.myhuaweicloud.com"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let text = format!("{MINIMAL}\n[engine]\nconcurency = 3\n");
+        let err = Config::from_toml_str(&text, Path::new(".")).unwrap_err();
+        assert!(
+            err.to_string().contains("engine.concurency"),
+            "got: {err}"
+        );
+    }
+
+    #[test]
+    fn region_defaults_follow_the_sdk_region_files() {
+        assert_eq!(
+            default_endpoints("cn-north-4").artifact,
+            "https://cloudartifacts-ext.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            default_endpoints("tr-west-1").repo,
+            "https://codeartsrepo-ext.tr-west-1.myhuaweicloud.com"
+        );
+        assert_eq!(
+            default_endpoints("eu-west-101").iam,
+            "https://iam.eu-west-101.myhuaweicloud.eu"
+        );
+    }
+}

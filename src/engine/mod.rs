@@ -1,0 +1,291 @@
+//! The worker pool: claims due jobs (one statement each, so no job runs twice), runs them within
+//! the overall and per-kind limits, and routes every outcome through [`transition`] into
+//! [`Store::settle`], the one place that moves a job out of `running`.
+//!
+//! Shutdown: when the cancellation token fires, no new job is claimed; in-flight jobs get
+//! `shutdown_grace` to finish, and those still running after it are aborted and re-queued.
+
+pub mod retry;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::EngineConfig;
+use crate::jobs::{self, JobKind, RunError, Step};
+use crate::store::{self, JobRow, Store, Transition};
+use crate::{now_ms, JobId};
+pub use retry::{Decision, RetryPolicy};
+
+/// The worker pool.
+pub struct Engine {
+    ctx: jobs::Ctx,
+    cfg: EngineConfig,
+    policy: RetryPolicy,
+}
+
+impl Engine {
+    /// An engine over `ctx` with the configured limits and retry policy.
+    pub fn new(ctx: jobs::Ctx) -> Engine {
+        let cfg = ctx.config.engine.clone();
+        let policy = RetryPolicy::from_config(&ctx.config.retry);
+        Engine { ctx, cfg, policy }
+    }
+
+    fn store(&self) -> &Store {
+        &self.ctx.store
+    }
+
+    fn limit(&self, kind: JobKind) -> usize {
+        self.cfg
+            .per_kind
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or(self.cfg.concurrency)
+    }
+
+    /// Runs until `cancel` fires, then drains.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<(), store::Error> {
+        let mut tasks: JoinSet<JobId> = JoinSet::new();
+        let mut in_flight: HashMap<JobId, JobRow> = HashMap::new();
+        let mut per_kind: HashMap<String, usize> = HashMap::new();
+        let mut store_failures = 0u32;
+
+        while !cancel.is_cancelled() {
+            let mut claimed = false;
+            while tasks.len() < self.cfg.concurrency {
+                let kinds: Vec<&str> = JobKind::ALL
+                    .iter()
+                    .filter(|k| per_kind.get(k.as_str()).copied().unwrap_or(0) < self.limit(**k))
+                    .map(|k| k.as_str())
+                    .collect();
+                match self.store().claim(&kinds).await {
+                    Ok(Some(job)) => {
+                        store_failures = 0;
+                        claimed = true;
+                        *per_kind.entry(job.kind.clone()).or_default() += 1;
+                        in_flight.insert(job.id, job.clone());
+                        let ctx = self.ctx.clone();
+                        let policy = self.policy;
+                        let span = tracing::info_span!("job", id = job.id, kind = %job.kind);
+                        tasks.spawn(execute(ctx, policy, job).instrument(span));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        store_failures += 1;
+                        tracing::error!(error = %e, "cannot claim jobs; will try again");
+                        break;
+                    }
+                }
+            }
+            let wait = if store_failures > 0 {
+                Duration::from_millis(100 * u64::from(store_failures.min(50)))
+            } else if claimed {
+                Duration::ZERO
+            } else {
+                self.until_next_due().await
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.store().work_available() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(done) = tasks.join_next() => {
+                    self.reap(done, &mut in_flight, &mut per_kind);
+                }
+            }
+            while let Some(done) = tasks.try_join_next() {
+                self.reap(done, &mut in_flight, &mut per_kind);
+            }
+        }
+
+        if !tasks.is_empty() {
+            tracing::info!(
+                in_flight = tasks.len(),
+                grace_s = self.cfg.shutdown_grace.as_secs_f64(),
+                "shutting down: waiting for running jobs"
+            );
+        }
+        let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
+            while let Some(done) = tasks.join_next().await {
+                self.reap(done, &mut in_flight, &mut per_kind);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            for job in in_flight.values() {
+                let span = tracing::info_span!("job", id = job.id, kind = %job.kind);
+                async {
+                    match self.store().settle(job, &Transition::Interrupted).await {
+                        Ok(()) => tracing::warn!("shutdown grace period over: job re-queued"),
+                        Err(e) => tracing::error!(error = %e, "cannot re-queue job at shutdown"),
+                    }
+                }
+                .instrument(span)
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn reap(
+        &self,
+        done: Result<JobId, tokio::task::JoinError>,
+        in_flight: &mut HashMap<JobId, JobRow>,
+        per_kind: &mut HashMap<String, usize>,
+    ) {
+        let id = match done {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "a job task ended abnormally");
+                return;
+            }
+        };
+        if let Some(job) = in_flight.remove(&id) {
+            if let Some(n) = per_kind.get_mut(&job.kind) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let poll = self.cfg.poll_interval;
+        match self.store().next_due_at().await {
+            Ok(Some(at)) => {
+                let ms = (at - now_ms()).clamp(10, poll.as_millis() as i64);
+                Duration::from_millis(ms as u64)
+            }
+            _ => poll,
+        }
+    }
+}
+
+/// Runs one claimed job and records its outcome.
+async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, job: JobRow) -> JobId {
+    if job.is_poll() {
+        tracing::debug!("polling");
+    } else {
+        tracing::info!(attempt = job.attempts, "attempt started");
+    }
+    let result = jobs::run(&ctx, &job).await;
+    let t = transition(&policy, &ctx.config.engine, &job, result);
+    log_transition(&job, &t);
+    let mut tries = 0;
+    loop {
+        match ctx.store.settle(&job, &t).await {
+            Ok(()) => break,
+            Err(e) if e.is_busy() && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => {
+                // The row stays `running`; start-up recovery re-queues it.
+                tracing::error!(error = %e, "cannot record the job's outcome");
+                break;
+            }
+        }
+    }
+    job.id
+}
+
+/// The state change an attempt's result calls for.
+pub fn transition(
+    policy: &RetryPolicy,
+    engine: &EngineConfig,
+    job: &JobRow,
+    result: Result<Step, RunError>,
+) -> Transition {
+    let now = now_ms();
+    match result {
+        Ok(Step::Done {
+            jid,
+            trace_id,
+            result,
+        }) => Transition::Succeeded {
+            jid,
+            trace_id,
+            result,
+        },
+        Ok(Step::Follow {
+            jid,
+            checkpoint,
+            after,
+        }) => Transition::Following {
+            jid,
+            checkpoint,
+            next_run_at: now + after.as_millis() as i64,
+        },
+        Ok(Step::Fail { error, result }) => Transition::Failed {
+            error,
+            result: Some(result),
+        },
+        Err(e) if job.is_poll() && e.is_retryable() => {
+            // A transient failure while following costs a poll, not an attempt.
+            let after = e.retry_after().unwrap_or(engine.poll_interval.max(policy.initial_interval));
+            tracing::warn!(error = %e, "poll failed; polling again later");
+            Transition::Following {
+                jid: None,
+                checkpoint: job.checkpoint.clone().unwrap_or(serde_json::Value::Null),
+                next_run_at: now + after.as_millis() as i64,
+            }
+        }
+        Err(e) => {
+            let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+            // The job keeps the limit it was submitted with.
+            let limited = RetryPolicy {
+                max_attempts: u32::try_from(job.max_attempts).unwrap_or(policy.max_attempts),
+                ..*policy
+            };
+            match limited.decide(attempt, e.is_retryable(), e.retry_after()) {
+                Decision::RetryAfter(delay) => Transition::Retry {
+                    error: e.info(),
+                    next_run_at: now + delay.as_millis() as i64,
+                    delay_ms: delay.as_millis() as i64,
+                },
+                Decision::GiveUp => Transition::Failed {
+                    error: e.info(),
+                    result: None,
+                },
+            }
+        }
+    }
+}
+
+fn log_transition(job: &JobRow, t: &Transition) {
+    match t {
+        Transition::Succeeded { jid, .. } => {
+            tracing::info!(attempt = job.attempts, jid = jid.as_deref().unwrap_or(""), "job succeeded")
+        }
+        Transition::Following { jid, next_run_at, .. } => {
+            if !job.is_poll() {
+                tracing::info!(
+                    jid = jid.as_deref().unwrap_or(""),
+                    next_poll_in_ms = next_run_at - now_ms(),
+                    "remote work started; following it"
+                )
+            }
+        }
+        Transition::Retry {
+            error, delay_ms, ..
+        } => tracing::warn!(
+            attempt = job.attempts,
+            http_status = error.http_status,
+            error_code = error.error_code.as_deref().unwrap_or(""),
+            error = %error.error_msg,
+            retry_in_ms = delay_ms,
+            "attempt failed; will retry"
+        ),
+        Transition::Failed { error, .. } => tracing::error!(
+            attempt = job.attempts,
+            http_status = error.http_status,
+            error_code = error.error_code.as_deref().unwrap_or(""),
+            error = %error.error_msg,
+            "job failed"
+        ),
+        Transition::Interrupted => tracing::warn!("job interrupted"),
+    }
+}

@@ -1,0 +1,178 @@
+//! Job kinds: one file per kind, each a parameters type (serde, unknown fields rejected) and a
+//! `run` function. Adding a kind is a variant here, its file, and one line in [`validate`] and
+//! [`run`]; the engine does not change.
+
+pub mod remote_mirror;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api;
+use crate::config::Config;
+use crate::store::{ErrorInfo, JobRow, Store};
+
+/// The job kinds the daemon runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    RemoteMirror,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 1] = [JobKind::RemoteMirror];
+
+    /// The snake_case name used in messages, the store and the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::RemoteMirror => "remote_mirror",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Every kind's name.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Invalid job parameters; the message names the parameter.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+/// Parses `params` into a kind's parameter type, naming the offending parameter on error.
+pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
+    if !params.is_object() {
+        return Err(ParamError(format!(
+            "params must be a JSON object, got {}",
+            kind_of(params)
+        )));
+    }
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if let Some(rest) = inner.strip_prefix("unknown field ") {
+            ParamError(format!("unknown parameter {rest}"))
+        } else if let Some(rest) = inner.strip_prefix("missing field ") {
+            ParamError(format!("missing parameter {rest}"))
+        } else if path == "." {
+            ParamError(inner)
+        } else {
+            ParamError(format!("parameter `{path}`: {inner}"))
+        }
+    })
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Validates a submission's parameters for `kind` against the configuration.
+pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), ParamError> {
+    match kind {
+        JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
+    }
+}
+
+/// What a job run needs.
+#[derive(Clone)]
+pub struct Ctx {
+    pub api: api::Client,
+    pub config: Arc<Config>,
+    pub store: Store,
+}
+
+/// How a run ended, short of an API error.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Done; the job succeeded.
+    Done {
+        jid: Option<String>,
+        trace_id: Option<String>,
+        result: Value,
+    },
+    /// The remote work started; look again after `after` (no worker is held meanwhile).
+    Follow {
+        jid: Option<String>,
+        checkpoint: Value,
+        after: Duration,
+    },
+    /// The remote work itself failed (e.g. the sync ended in failure): final, no retry.
+    Fail { error: ErrorInfo, result: Value },
+}
+
+/// Runs (or resumes, from its checkpoint) one claimed job.
+pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
+    let kind = JobKind::parse(&job.kind)
+        .ok_or_else(|| RunError::Invalid(format!("unknown job kind {:?}", job.kind)))?;
+    match kind {
+        JobKind::RemoteMirror => remote_mirror::run(ctx, job).await,
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Api(#[from] api::Error),
+    /// The stored job cannot run (its parameters no longer validate, say); final.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+impl RunError {
+    /// True when another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RunError::Api(e) => e.is_retryable(),
+            RunError::Invalid(_) => false,
+            RunError::Store(e) => e.is_busy(),
+        }
+    }
+
+    /// The wait the API asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RunError::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The details kept on the job and the attempt.
+    pub fn info(&self) -> ErrorInfo {
+        match self {
+            RunError::Api(e) => ErrorInfo {
+                http_status: e.http_status(),
+                error_code: Some(e.error_code()),
+                error_msg: e.error_msg(),
+                trace_id: e.trace_id(),
+            },
+            RunError::Invalid(msg) => ErrorInfo {
+                error_code: Some("INVALID_JOB".into()),
+                error_msg: msg.clone(),
+                ..Default::default()
+            },
+            RunError::Store(e) => ErrorInfo {
+                error_code: Some("STORE".into()),
+                error_msg: e.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+}

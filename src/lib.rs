@@ -1,0 +1,145 @@
+//! `codearts-syncd` turns the cron scripts and webhook glue kept around Huawei Cloud CodeArts into
+//! declared, retried, recorded jobs.
+//!
+//! The modules follow the data flow, left to right:
+//!
+//! ```text
+//! ingress (cron, CLI, AMQP) ─► store (SQLite jobs table) ─► engine (workers, retries) ─► api ─► cloud
+//!                                    ▲                              │
+//!                                    └──── outcome, jid, attempts ◄─┘
+//! ```
+//!
+//! - [`config`]: the typed configuration, loaded from TOML and the environment, validated once.
+//! - [`ingress`]: every way a job arrives; all of them call [`ingress::submit`].
+//! - [`store`]: the SQLite job table, attempts and archives; the only place with SQL.
+//! - [`engine`]: the worker pool, claiming, the state machine, the retry policy, shutdown.
+//! - [`api`]: the cloud client: IAM tokens, error decoding, one file per service.
+//! - [`jobs`]: one file per job kind: its parameters and its `run`.
+//! - [`sim`]: the bundled simulator of the cloud routes, with fault injection.
+//! - [`cli`], [`demo`], [`logging`]: the binary's glue.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
+pub mod ingress;
+pub mod jobs;
+pub mod logging;
+pub mod sim;
+pub mod size;
+pub mod store;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A job's row id in the store.
+pub type JobId = i64;
+
+/// Where a job came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Amqp,
+    Cron,
+    Cli,
+    Webhook,
+}
+
+impl Source {
+    /// The name stored in the job table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Amqp => "amqp",
+            Source::Cron => "cron",
+            Source::Cli => "cli",
+            Source::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's state. Who moves a job out of each state:
+///
+/// - `queued`: waiting for `next_run_at`; a worker claims it (→ `running`).
+/// - `running`: a worker holds it; the worker moves it to `succeeded`, `failed`, `following`, or
+///   back to `queued` for a retry. Found at start-up, the process died: back to what it was claimed from.
+/// - `following`: the remote work started (a jid is recorded) and the job polls its outcome at
+///   `next_run_at`; a worker claims each poll (→ `running`) without spending an attempt.
+/// - `succeeded`, `failed`, `rejected` (invalid at ingress), `skipped` (a cron tick whose previous
+///   run was still active): final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Following,
+    Succeeded,
+    Failed,
+    Rejected,
+    Skipped,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Running,
+        Status::Following,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Rejected,
+        Status::Skipped,
+    ];
+
+    /// The name stored in the job table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Following => "following",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a stored or user-given status name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// True when nothing will move the job any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Rejected | Status::Skipped
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Formats store milliseconds as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
