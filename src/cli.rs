@@ -374,14 +374,27 @@ async fn list(cfg: &Config, args: ListArgs) -> anyhow::Result<()> {
 
 /// The human table of jobs.
 pub fn table(jobs: &[JobView]) -> String {
-    let header = ["ID", "KIND", "SOURCE", "STATUS", "ATTEMPTS", "CREATED", "JID / ERROR"];
+    let header = [
+        "ID",
+        "KIND",
+        "SOURCE",
+        "STATUS",
+        "ATTEMPTS",
+        "CREATED",
+        "JID / ERROR",
+    ];
     let rows: Vec<[String; 7]> = jobs
         .iter()
         .map(|j| {
             let detail = match (&j.jid, &j.error_code) {
                 (_, Some(code)) if j.status != "succeeded" => format!(
                     "{code}: {}",
-                    j.error_msg.as_deref().unwrap_or("").chars().take(80).collect::<String>()
+                    j.error_msg
+                        .as_deref()
+                        .unwrap_or("")
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
                 ),
                 (Some(jid), _) => jid.clone(),
                 _ => String::new(),
@@ -452,7 +465,9 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             "  error       {} {}{}",
             opt(&view.error_code),
             opt(&view.error_msg),
-            view.http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+            view.http_status
+                .map(|s| format!(" (HTTP {s})"))
+                .unwrap_or_default()
         );
     }
     println!("  created     {}", view.created_at);
@@ -473,7 +488,9 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
                     a.attempt.to_string(),
                     a.started_at.clone(),
                     opt(&a.outcome),
-                    a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    a.http_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     a.retry_delay_ms
                         .map(|d| format!("{d} ms"))
                         .unwrap_or_else(|| "-".into()),

@@ -141,23 +141,100 @@ pub struct Endpoints {
     pub artifact: String,
 }
 
-/// How requests are authenticated.
+/// How requests are authenticated: `method = "password"` (IAM user password → token, sent as
+/// `X-Auth-Token`) with `domain_name`, `user_name`, `password`; or `method = "aksk"` (request
+/// signing, `SDK-HMAC-SHA256`) with `access_key`, `secret_key`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, tag = "method", rename_all = "lowercase")]
-pub enum AuthConfig {
-    /// IAM user password → token (`X-Auth-Token`).
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub method: AuthMethod,
+    /// Account name (IAM `domain.name`), for `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    /// IAM user name, for `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<SecretSource>,
+}
+
+/// The authentication method.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    Password,
+    Aksk,
+}
+
+/// Authentication after validation: what each method needs, present.
+pub enum Auth<'a> {
     Password {
-        /// Account name (IAM `domain.name`).
-        domain_name: String,
-        /// IAM user name.
-        user_name: String,
-        password: SecretSource,
+        domain_name: &'a str,
+        user_name: &'a str,
+        password: &'a SecretSource,
     },
-    /// AK/SK request signing (`SDK-HMAC-SHA256`).
     Aksk {
-        access_key: SecretSource,
-        secret_key: SecretSource,
+        access_key: &'a SecretSource,
+        secret_key: &'a SecretSource,
     },
+}
+
+impl AuthConfig {
+    /// The keys the method needs, or an error naming the missing or superfluous one.
+    pub fn resolve(&self) -> Result<Auth<'_>, Error> {
+        fn need<'a, T>(v: &'a Option<T>, key: &str, method: &str) -> Result<&'a T, Error> {
+            v.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    format!("cloud.auth.{key}"),
+                    format!("required with method = \"{method}\""),
+                )
+            })
+        }
+        fn unused<T>(v: &Option<T>, key: &str, method: &str) -> Result<(), Error> {
+            match v {
+                Some(_) => Err(Error::invalid(
+                    format!("cloud.auth.{key}"),
+                    format!("not used with method = \"{method}\""),
+                )),
+                None => Ok(()),
+            }
+        }
+        match self.method {
+            AuthMethod::Password => {
+                unused(&self.access_key, "access_key", "password")?;
+                unused(&self.secret_key, "secret_key", "password")?;
+                let domain_name = need(&self.domain_name, "domain_name", "password")?;
+                let user_name = need(&self.user_name, "user_name", "password")?;
+                if domain_name.is_empty() {
+                    return Err(Error::invalid(
+                        "cloud.auth.domain_name",
+                        "must not be empty",
+                    ));
+                }
+                if user_name.is_empty() {
+                    return Err(Error::invalid("cloud.auth.user_name", "must not be empty"));
+                }
+                Ok(Auth::Password {
+                    domain_name,
+                    user_name,
+                    password: need(&self.password, "password", "password")?,
+                })
+            }
+            AuthMethod::Aksk => {
+                unused(&self.domain_name, "domain_name", "aksk")?;
+                unused(&self.user_name, "user_name", "aksk")?;
+                unused(&self.password, "password", "aksk")?;
+                Ok(Auth::Aksk {
+                    access_key: need(&self.access_key, "access_key", "aksk")?,
+                    secret_key: need(&self.secret_key, "secret_key", "aksk")?,
+                })
+            }
+        }
+    }
 }
 
 /// Where a secret comes from: an environment variable or a file (trailing newline dropped).
@@ -421,21 +498,9 @@ impl Config {
                 }
             }
         }
-        match &self.cloud.auth {
-            AuthConfig::Password {
-                domain_name,
-                user_name,
-                password,
-            } => {
-                if domain_name.is_empty() {
-                    return Err(Error::invalid("cloud.auth.domain_name", "must not be empty"));
-                }
-                if user_name.is_empty() {
-                    return Err(Error::invalid("cloud.auth.user_name", "must not be empty"));
-                }
-                password.check_shape("cloud.auth.password")?;
-            }
-            AuthConfig::Aksk {
+        match self.cloud.auth.resolve()? {
+            Auth::Password { password, .. } => password.check_shape("cloud.auth.password")?,
+            Auth::Aksk {
                 access_key,
                 secret_key,
             } => {
@@ -553,11 +618,11 @@ impl Config {
 
     /// Resolves every secret source once, so `config check` can report a missing one by key.
     pub fn check_secrets(&self) -> Result<(), Error> {
-        match &self.cloud.auth {
-            AuthConfig::Password { password, .. } => {
+        match self.cloud.auth.resolve()? {
+            Auth::Password { password, .. } => {
                 password.resolve("cloud.auth.password", &self.base_dir)?;
             }
-            AuthConfig::Aksk {
+            Auth::Aksk {
                 access_key,
                 secret_key,
             } => {
@@ -677,10 +742,30 @@ password = { env = "SOME_VAR" }
     fn unknown_key_is_named_with_its_path() {
         let text = format!("{MINIMAL}\n[engine]\nconcurency = 3\n");
         let err = Config::from_toml_str(&text, Path::new(".")).unwrap_err();
-        assert!(
-            err.to_string().contains("engine.concurency"),
-            "got: {err}"
+        assert!(err.to_string().contains("engine.concurency"), "got: {err}");
+    }
+
+    #[test]
+    fn the_documented_example_and_the_demo_config_are_valid() {
+        let example = include_str!("../config/codearts-syncd.toml");
+        let cfg = Config::from_toml_str(example, Path::new("/etc/codearts-syncd"))
+            .expect("config/codearts-syncd.toml is valid");
+        assert_eq!(cfg.schedules.len(), 1);
+        Config::from_toml_str(crate::demo::DEMO_CONFIG, Path::new("/tmp"))
+            .expect("config/demo.toml is valid");
+    }
+
+    #[test]
+    fn secrets_must_name_exactly_one_source() {
+        let text = MINIMAL.replace(
+            r#"password = { env = "SOME_VAR" }"#,
+            r#"password = { env = "A", file = "b" }"#,
         );
+        let err = Config::from_toml_str(&text, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("cloud.auth.password"), "{err}");
+        let text = MINIMAL.replace(r#"{ env = "SOME_VAR" }"#, r#""hunter2""#);
+        let err = Config::from_toml_str(&text, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("cloud.auth.password"), "{err}");
     }
 
     #[test]

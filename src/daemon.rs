@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::api;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::cron;
 use crate::jobs::Ctx;
 use crate::store::Store;
-use crate::api;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +27,12 @@ pub enum Error {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.store).await?;
-    run_with_store(cfg, store, shutdown).await
+    let result = run_with_store(cfg, store.clone(), shutdown).await;
+    store.close().await;
+    result
 }
 
-/// As [`run`], on an open store.
+/// As [`run`], on an open store (left open for the caller).
 pub async fn run_with_store(
     cfg: Arc<Config>,
     store: Store,
@@ -38,7 +40,10 @@ pub async fn run_with_store(
 ) -> Result<(), Error> {
     let recovered = store.recover_running().await?;
     if recovered > 0 {
-        tracing::warn!(jobs = recovered, "re-queued jobs left running by a previous process");
+        tracing::warn!(
+            jobs = recovered,
+            "re-queued jobs left running by a previous process"
+        );
     }
     let api = api::Client::from_config(&cfg)?;
     let ctx = Ctx {
@@ -59,7 +64,6 @@ pub async fn run_with_store(
     if let Err(e) = sched.shutdown().await {
         tracing::warn!(error = %e, "cron scheduler did not stop cleanly");
     }
-    store.close().await;
     tracing::info!("daemon stopped");
     result.map_err(Error::from)
 }

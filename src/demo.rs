@@ -59,9 +59,18 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         ..Fault::default()
     });
     let samples = [
-        ("a mirror that succeeds", json!({"repository_id": 1, "force_fetch": true})),
-        ("a repository that does not exist (404)", json!({"repository_id": 404_404})),
-        ("a mirror that succeeds after two 500s", json!({"repository_id": 3})),
+        (
+            "a mirror that succeeds",
+            json!({"repository_id": 1, "force_fetch": true}),
+        ),
+        (
+            "a repository that does not exist (404)",
+            json!({"repository_id": 404_404}),
+        ),
+        (
+            "a mirror that succeeds after two 500s",
+            json!({"repository_id": 3}),
+        ),
     ];
     let mut ids = Vec::new();
     for (what, params) in samples {

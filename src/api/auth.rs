@@ -98,7 +98,9 @@ impl Credential {
                 };
                 let mut explicit: Vec<(String, String)> = headers
                     .iter()
-                    .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                    .filter_map(|(n, v)| {
+                        Some((n.as_str().to_string(), v.to_str().ok()?.to_string()))
+                    })
                     .collect();
                 explicit.push(("X-Project-Id".to_string(), k.project_id.clone()));
                 let date = signer::sdk_date_from_unix(Utc::now().timestamp());

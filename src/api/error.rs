@@ -137,8 +137,7 @@ pub fn decode_error_body(status: u16, body: &[u8]) -> Decoded {
         .and_then(scalar);
     if let Some((code, msg)) = find_pair(&v).or_else(|| {
         // One level down: `{"error": {...}}`, or the envelope's `result`.
-        v.as_object()
-            .and_then(|o| o.values().find_map(find_pair))
+        v.as_object().and_then(|o| o.values().find_map(find_pair))
     }) {
         return Decoded {
             error_code: code,
@@ -206,7 +205,10 @@ mod tests {
     #[test]
     fn decodes_camel_case_and_code_message_variants() {
         let d = decode_error_body(400, br#"{"errorCode": "X.1", "errorMsg": "bad"}"#);
-        assert_eq!((d.error_code.as_str(), d.error_msg.as_str()), ("X.1", "bad"));
+        assert_eq!(
+            (d.error_code.as_str(), d.error_msg.as_str()),
+            ("X.1", "bad")
+        );
         let d = decode_error_body(400, br#"{"code": 1234, "message": "m"}"#);
         assert_eq!((d.error_code.as_str(), d.error_msg.as_str()), ("1234", "m"));
     }

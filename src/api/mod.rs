@@ -6,9 +6,9 @@
 //! [`Error`] for the engine to classify, so that job-level retries are persisted and visible.
 
 pub mod auth;
-pub mod signer;
 pub mod error;
 pub mod repo;
+pub mod signer;
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 
 pub use error::Error;
 
-use crate::config::{AuthConfig, Config, Endpoints};
+use crate::config::{Auth as ConfigAuth, Config, Endpoints};
 
 /// The services the daemon calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +108,13 @@ impl Client {
             .build()
             .map_err(|e| Error::Auth(format!("cannot build the HTTP client: {e}")))?;
         let endpoints = cfg.endpoints();
-        let auth = match &cfg.cloud.auth {
-            AuthConfig::Password {
+        let auth = match cfg
+            .cloud
+            .auth
+            .resolve()
+            .map_err(|e| Error::Auth(e.to_string()))?
+        {
+            ConfigAuth::Password {
                 domain_name,
                 user_name,
                 password,
@@ -127,7 +132,7 @@ impl Client {
                     cfg.http.token_refresh_margin,
                 ))
             }
-            AuthConfig::Aksk {
+            ConfigAuth::Aksk {
                 access_key,
                 secret_key,
             } => {
@@ -211,10 +216,7 @@ impl Client {
             },
         )?;
         let started = Instant::now();
-        let mut builder = self
-            .http
-            .request(req.method.clone(), &url)
-            .headers(headers);
+        let mut builder = self.http.request(req.method.clone(), &url).headers(headers);
         if req.body.is_some() {
             builder = builder.body(body);
         }
@@ -282,8 +284,9 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 
 /// Exposes a secret for a header value, marked sensitive so no debug output prints it.
 pub(crate) fn sensitive_header(secret: &secrecy::SecretString) -> Result<HeaderValue, Error> {
-    let mut v = HeaderValue::from_str(secret.expose_secret())
-        .map_err(|_| Error::Auth("credential contains characters not allowed in a header".into()))?;
+    let mut v = HeaderValue::from_str(secret.expose_secret()).map_err(|_| {
+        Error::Auth("credential contains characters not allowed in a header".into())
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }

@@ -70,7 +70,7 @@ impl Engine {
                         in_flight.insert(job.id, job.clone());
                         let ctx = self.ctx.clone();
                         let policy = self.policy;
-                        let span = tracing::info_span!("job", id = job.id, kind = %job.kind);
+                        let span = job_span(&job);
                         tasks.spawn(execute(ctx, policy, job).instrument(span));
                     }
                     Ok(None) => break,
@@ -118,7 +118,7 @@ impl Engine {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
             for job in in_flight.values() {
-                let span = tracing::info_span!("job", id = job.id, kind = %job.kind);
+                let span = job_span(&job);
                 async {
                     match self.store().settle(job, &Transition::Interrupted).await {
                         Ok(()) => tracing::warn!("shutdown grace period over: job re-queued"),
@@ -155,8 +155,11 @@ impl Engine {
     async fn until_next_due(&self) -> Duration {
         let poll = self.cfg.poll_interval;
         match self.store().next_due_at().await {
+            // Due already, yet not claimable: its kind is at its limit, and a finishing task
+            // wakes the loop.
+            Ok(Some(at)) if at <= now_ms() => poll,
             Ok(Some(at)) => {
-                let ms = (at - now_ms()).clamp(10, poll.as_millis() as i64);
+                let ms = (at - now_ms()).clamp(1, poll.as_millis() as i64);
                 Duration::from_millis(ms as u64)
             }
             _ => poll,
@@ -225,7 +228,9 @@ pub fn transition(
         },
         Err(e) if job.is_poll() && e.is_retryable() => {
             // A transient failure while following costs a poll, not an attempt.
-            let after = e.retry_after().unwrap_or(engine.poll_interval.max(policy.initial_interval));
+            let after = e
+                .retry_after()
+                .unwrap_or(engine.poll_interval.max(policy.initial_interval));
             tracing::warn!(error = %e, "poll failed; polling again later");
             Transition::Following {
                 jid: None,
@@ -258,9 +263,15 @@ pub fn transition(
 fn log_transition(job: &JobRow, t: &Transition) {
     match t {
         Transition::Succeeded { jid, .. } => {
-            tracing::info!(attempt = job.attempts, jid = jid.as_deref().unwrap_or(""), "job succeeded")
+            tracing::info!(
+                attempt = job.attempts,
+                jid = jid.as_deref().unwrap_or(""),
+                "job succeeded"
+            )
         }
-        Transition::Following { jid, next_run_at, .. } => {
+        Transition::Following {
+            jid, next_run_at, ..
+        } => {
             if !job.is_poll() {
                 tracing::info!(
                     jid = jid.as_deref().unwrap_or(""),
@@ -288,4 +299,11 @@ fn log_transition(job: &JobRow, t: &Transition) {
         ),
         Transition::Interrupted => tracing::warn!("job interrupted"),
     }
+}
+
+/// The span every line about a job is logged in. Its level is ERROR so that it is enabled
+/// whenever any of the job's lines is, whatever the filter: a warning without its job id and
+/// kind would be of little use.
+pub fn job_span(job: &JobRow) -> tracing::Span {
+    tracing::error_span!("job", id = job.id, kind = %job.kind)
 }

@@ -47,8 +47,12 @@ pub async fn start(store: Store, cfg: Arc<Config>) -> Result<JobScheduler, JobSc
                         schedule = %s.name, id, kind = %s.kind,
                         "cron tick skipped: the previous run is still active"
                     ),
-                    Ok(done) => tracing::info!(schedule = %s.name, id = done.id(), kind = %s.kind, "cron tick submitted"),
-                    Err(e) => tracing::error!(schedule = %s.name, error = %e, "cron tick could not be recorded"),
+                    Ok(done) => {
+                        tracing::info!(schedule = %s.name, id = done.id(), kind = %s.kind, "cron tick submitted")
+                    }
+                    Err(e) => {
+                        tracing::error!(schedule = %s.name, error = %e, "cron tick could not be recorded")
+                    }
                 }
             })
         })?;

@@ -30,7 +30,10 @@ pub enum Submitted {
     /// The key already names this job.
     Duplicate(JobId),
     /// Invalid; recorded as a `rejected` job.
-    Rejected { id: JobId, reason: String },
+    Rejected {
+        id: JobId,
+        reason: String,
+    },
     /// A cron tick whose previous run is still active; recorded as `skipped`.
     Skipped(JobId),
 }

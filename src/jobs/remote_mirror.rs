@@ -259,11 +259,11 @@ pub fn decide(baseline: &MirrorState, now: &MirrorState) -> Outcome {
     if success_moved {
         return Outcome::Succeeded;
     }
-    let update_moved = non_empty(&now.last_update_at).is_some()
-        && now.last_update_at != baseline.last_update_at;
-    let failures_up = now.number_of_failures.unwrap_or(0) > baseline.number_of_failures.unwrap_or(0);
-    let new_error =
-        non_empty(&now.last_error).is_some() && now.last_error != baseline.last_error;
+    let update_moved =
+        non_empty(&now.last_update_at).is_some() && now.last_update_at != baseline.last_update_at;
+    let failures_up =
+        now.number_of_failures.unwrap_or(0) > baseline.number_of_failures.unwrap_or(0);
+    let new_error = non_empty(&now.last_error).is_some() && now.last_error != baseline.last_error;
     if update_moved && (failures_up || new_error) {
         return Outcome::Failed;
     }

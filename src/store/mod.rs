@@ -267,7 +267,11 @@ impl Store {
             return Ok(None);
         }
         let now = now_ms();
-        let placeholders = vec!["?"; kinds.len()].join(", ");
+        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
+        let placeholders = (2..kinds.len() + 2)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \

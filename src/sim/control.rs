@@ -1,0 +1,113 @@
+//! Control routes under `/__sim/` for a standalone simulator
+//! (`codearts-syncd simulate --listen ADDR`). They need no auth, are not
+//! recorded as calls and take no faults.
+//!
+//! - `POST /__sim/faults`: queue a [`Fault`] (JSON object) or several (array)
+//! - `DELETE /__sim/faults`: clear queued faults
+//! - `POST /__sim/expire-tokens`: expire every token issued so far
+//! - `GET /__sim/calls`: the recorded calls, as a JSON array of [`Call`](super::Call)
+//! - `PUT /__sim/repos/{id}`: make a repository exist with a behaviour,
+//!   `{"forbidden": bool, "sync_fails": "msg", "sync_duration_ms": n}` (all optional)
+//! - `DELETE /__sim/repos/{id}`: remove a repository
+//! - `GET /__sim/health`: `{"status": "ok"}`
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::repo::parse_repository_id;
+use super::state::SimState;
+use super::{error_response, Fault, RepoBehaviour};
+
+pub(crate) fn router() -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/faults", post(add_faults).delete(clear_faults))
+        .route("/expire-tokens", post(expire_tokens))
+        .route("/calls", get(calls))
+        .route("/repos/{id}", put(set_repo).delete(remove_repo))
+        .route("/health", get(health))
+}
+
+fn bad_request(msg: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "SIM.400", msg)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<Fault>),
+    One(Fault),
+}
+
+async fn add_faults(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let faults = match serde_json::from_slice::<OneOrMany>(&body) {
+        Ok(OneOrMany::Many(faults)) => faults,
+        Ok(OneOrMany::One(fault)) => vec![fault],
+        Err(e) => return bad_request(&format!("not a fault or an array of faults: {e}")),
+    };
+    if let Some(bad) = faults
+        .iter()
+        .filter_map(|f| f.status)
+        .find(|s| StatusCode::from_u16(*s).is_err())
+    {
+        return bad_request(&format!("{bad} is not an HTTP status"));
+    }
+    let queued = faults.len();
+    for fault in faults {
+        state.push_fault(fault);
+    }
+    Json(serde_json::json!({ "queued": queued })).into_response()
+}
+
+async fn clear_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn expire_tokens(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+async fn calls(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.calls()).into_response()
+}
+
+async fn set_repo(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    // Only ids the Repo routes accept can be reached, so refuse others.
+    let Some(id) = parse_repository_id(&id) else {
+        return bad_request("repository id must be an integer in 1..=2147483647");
+    };
+    let behaviour = if body.iter().all(u8::is_ascii_whitespace) {
+        RepoBehaviour::default()
+    } else {
+        match serde_json::from_slice::<RepoBehaviour>(&body) {
+            Ok(b) => b,
+            Err(e) => return bad_request(&format!("not a repository behaviour: {e}")),
+        }
+    };
+    state.set_repo(id, behaviour);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn remove_repo(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
+    let Some(id) = parse_repository_id(&id) else {
+        return bad_request("repository id must be an integer in 1..=2147483647");
+    };
+    state.remove_repo(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}

@@ -1,0 +1,135 @@
+//! Applying a queued [`Fault`] to a request.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::state::SimState;
+use super::{error_response, iam, repo, Fault, ResetConnection, Route};
+
+/// Applies `fault`: the delay first, then a reset, a malformed body or an
+/// error status; a fault with none of those serves the real response.
+pub(crate) async fn apply(
+    state: &SimState,
+    route: Route,
+    fault: Fault,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ms) = fault.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.reset {
+        let mut resp = Response::new(Body::empty());
+        resp.extensions_mut().insert(ResetConnection);
+        return resp;
+    }
+    let status = fault.status.map(|s| {
+        StatusCode::from_u16(s).unwrap_or_else(|_| {
+            tracing::warn!(
+                status = s,
+                "fault status is not a valid HTTP status; using 500"
+            );
+            StatusCode::INTERNAL_SERVER_ERROR
+        })
+    });
+    let mut resp = if fault.malformed {
+        malformed(state, route, status)
+    } else if let Some(status) = status {
+        let (default_code, default_msg) = documented_error(route, status);
+        error_response(
+            status,
+            fault.error_code.as_deref().unwrap_or(&default_code),
+            fault.error_msg.as_deref().unwrap_or(&default_msg),
+        )
+    } else {
+        next.run(req).await
+    };
+    if let Some(secs) = fault.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// The body a route really answers with for `status`: the documented bodies
+/// for 401/403/404, otherwise `CH.00<status>` with the reason phrase.
+fn documented_error(route: Route, status: StatusCode) -> (String, String) {
+    let documented = match (route, status.as_u16()) {
+        (Route::IamToken, 401) => Some(iam::WRONG_CREDENTIALS),
+        (Route::MirrorStart | Route::MirrorShow, 401) => Some(repo::TOKEN_EXPIRED),
+        (Route::MirrorStart | Route::MirrorShow, 403) => Some(repo::FORBIDDEN),
+        (Route::MirrorStart | Route::MirrorShow, 404) => Some(repo::NOT_FOUND),
+        _ => None,
+    };
+    match documented {
+        Some((code, msg)) => (code.to_string(), msg.to_string()),
+        None => (
+            format!("CH.00{}", status.as_u16()),
+            status
+                .canonical_reason()
+                .unwrap_or("Unknown Error")
+                .to_string(),
+        ),
+    }
+}
+
+/// A complete HTTP response whose JSON body is cut off halfway, as a broken
+/// proxy or a crashed backend might send.
+fn malformed(state: &SimState, route: Route, status: Option<StatusCode>) -> Response {
+    let sample = malformed_sample(route);
+    // Byte index into ASCII text, so this is always a char boundary.
+    let truncated = sample[..sample.len() / 2].to_string();
+    let default_status = match route {
+        Route::IamToken => StatusCode::CREATED,
+        Route::MirrorStart | Route::MirrorShow => StatusCode::OK,
+    };
+    let mut resp = Response::new(Body::from(truncated));
+    *resp.status_mut() = status.unwrap_or(default_status);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if route == Route::IamToken && resp.status() == StatusCode::CREATED {
+        // A real 201 always carries the token header; this one carries a
+        // token that was never registered, so a client that ignores the
+        // broken body and uses it anyway gets 401s rather than success.
+        let token = iam::new_token_value();
+        if let Ok(value) = HeaderValue::from_str(&token) {
+            resp.headers_mut().insert("x-subject-token", value);
+        }
+        state.lock().issued.push(token);
+    }
+    resp
+}
+
+/// What the route's success body looks like; cut in half by `malformed`.
+fn malformed_sample(route: Route) -> String {
+    match route {
+        Route::IamToken => serde_json::json!({
+            "token": {
+                "expires_at": "2024-01-16T08:30:00.000000Z",
+                "issued_at": "2024-01-15T08:30:00.000000Z",
+                "methods": ["password"],
+                "catalog": []
+            }
+        })
+        .to_string(),
+        Route::MirrorStart => {
+            serde_json::json!({ "jid": "09a56216-cb37-494c-b314-d88dc6c9ff57" }).to_string()
+        }
+        Route::MirrorShow => serde_json::json!({
+            "id": 100001,
+            "repository_id": 1,
+            "update_status": "finished",
+            "last_update_at": "2024-01-15T08:30:00.000+08:00",
+            "url": "https://github.com/example-org/project-1.git",
+            "number_of_failures": 0
+        })
+        .to_string(),
+    }
+}

@@ -1,0 +1,234 @@
+//! The spawn helper: each test gets its own simulator on port 0, its own SQLite file in a
+//! temporary directory, and its own daemon, and talks to them as a user would.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codearts_syncd::config::Config;
+use codearts_syncd::ingress::{self, Submission, Submitted};
+use codearts_syncd::sim::{SimConfig, Simulator};
+use codearts_syncd::store::{AttemptRow, JobRow, Store};
+use codearts_syncd::{JobId, Source};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The configuration every test starts from; `{url}` is the simulator. Fast retries, no jitter.
+pub const BASE_CONFIG: &str = r#"
+[store]
+path = "jobs.db"
+synchronous = "normal"
+
+[cloud]
+region = "ap-southeast-3"
+domain_id = "5a775fdcb14f4431b6c0015618140bc3"
+iam_project_id = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
+codearts_project_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+[cloud.endpoints]
+iam = "{url}"
+repo = "{url}"
+artifact = "{url}"
+
+[cloud.auth]
+method = "password"
+domain_name = "demo-account"
+user_name = "demo-user"
+password = { file = "password" }
+
+[http]
+connect_timeout = "2s"
+request_timeout = "5s"
+
+[engine]
+concurrency = 8
+poll_interval = "50ms"
+shutdown_grace = "5s"
+
+[retry]
+initial_interval = "100ms"
+multiplier = 2.0
+max_interval = "2s"
+randomization_factor = 0.0
+max_attempts = 4
+
+[remote_mirror]
+poll_interval = "50ms"
+follow_timeout = "20s"
+
+[credentials.upstream]
+username = { file = "upstream-user" }
+password = { file = "upstream-password" }
+"#;
+
+/// The source-repository password in the `upstream` credential profile.
+pub const UPSTREAM_PASSWORD: &str = "upstream-s3cret-Pa55";
+
+/// One test's world.
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub sim: Simulator,
+    pub sim_cfg: SimConfig,
+    pub url: String,
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    daemon: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// Starts a simulator with `sim_cfg` and prepares a config (`extra` TOML appended) and a store.
+pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
+    let sim = Simulator::new(sim_cfg.clone());
+    let addr = sim
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("simulator starts");
+    let url = format!("http://{addr}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("password"), &sim_cfg.password).unwrap();
+    std::fs::write(dir.path().join("upstream-user"), "mirror-bot").unwrap();
+    std::fs::write(dir.path().join("upstream-password"), UPSTREAM_PASSWORD).unwrap();
+    let text = format!("{}\n{extra}", BASE_CONFIG.replace("{url}", &url));
+    std::fs::write(dir.path().join("config.toml"), &text).unwrap();
+    let cfg = Config::load(&dir.path().join("config.toml")).expect("test config is valid");
+    let store = Store::open(&cfg.store).await.expect("store opens");
+    TestApp {
+        dir,
+        sim,
+        sim_cfg,
+        url,
+        cfg: Arc::new(cfg),
+        store,
+        daemon: None,
+    }
+}
+
+/// A test world with the default simulator.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(
+        SimConfig {
+            sync_duration: Duration::from_millis(200),
+            ..SimConfig::default()
+        },
+        "",
+    )
+    .await
+}
+
+impl TestApp {
+    /// The config file path (for the binary).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Starts the daemon in-process (recovery, cron, engine) on this app's store.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(codearts_syncd::daemon::run_with_store(
+            self.cfg.clone(),
+            self.store.clone(),
+            cancel.clone(),
+        ));
+        let handle = tokio::spawn(async move {
+            handle.await.expect("daemon task").expect("daemon runs");
+        });
+        self.daemon = Some((cancel, handle));
+    }
+
+    /// Stops the daemon gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some((cancel, handle)) = self.daemon.take() {
+            cancel.cancel();
+            handle.await.expect("daemon stops cleanly");
+        }
+    }
+
+    /// Kills the daemon without any shutdown (as SIGKILL would): whatever it held stays as it was.
+    pub fn kill(&mut self) {
+        if let Some((_, handle)) = self.daemon.take() {
+            handle.abort();
+        }
+    }
+
+    /// Submits a CLI job; panics unless it was queued.
+    pub async fn submit(&self, kind: &str, params: Value) -> JobId {
+        match self.submit_raw(kind, params, None).await {
+            Submitted::Queued(id) => id,
+            other => panic!("expected queued, got {other:?}"),
+        }
+    }
+
+    /// Submits and returns whatever happened.
+    pub async fn submit_raw(&self, kind: &str, params: Value, key: Option<&str>) -> Submitted {
+        ingress::submit(
+            &self.store,
+            &self.cfg,
+            Submission {
+                kind: kind.into(),
+                params,
+                source: Source::Cli,
+                key: key.map(str::to_string),
+                schedule: None,
+            },
+        )
+        .await
+        .expect("submission recorded")
+    }
+
+    pub async fn job(&self, id: JobId) -> JobRow {
+        self.store.get(id).await.unwrap().expect("job exists")
+    }
+
+    pub async fn attempts(&self, id: JobId) -> Vec<AttemptRow> {
+        self.store.attempts(id).await.unwrap()
+    }
+
+    /// Waits until the job's status is final.
+    pub async fn wait_final(&self, id: JobId, within: Duration) -> JobRow {
+        self.wait_for(id, within, |j| j.status().is_some_and(|s| s.is_final()))
+            .await
+    }
+
+    /// Waits until `pred` holds for the job.
+    pub async fn wait_for(
+        &self,
+        id: JobId,
+        within: Duration,
+        pred: impl Fn(&JobRow) -> bool,
+    ) -> JobRow {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not reach the expected state within {within:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs the binary with this app's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("binary runs")
+    }
+}
+
+/// The binary's stdout and stderr as text.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
