@@ -134,11 +134,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format.unwrap_or_default();
     match cli.command {
         Command::Demo(args) => {
-            crate::logging::init(format, "warn");
+            crate::logging::init(format, "warn,lapin=off");
             exit(crate::demo::run(args.keep).await.map(|_| 0))
         }
         Command::Simulate(args) => {
-            crate::logging::init(format, "info");
+            crate::logging::init(format, "info,lapin=off");
             exit(simulate(args).await.map(|_| 0))
         }
         command => {
@@ -149,7 +149,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID);
                 }
             };
-            crate::logging::init(cli.log_format.unwrap_or(cfg.logging.format), "info");
+            crate::logging::init(cli.log_format.unwrap_or(cfg.logging.format), "info,lapin=off");
             match command {
                 Command::Run => exit(run_daemon(cfg).await.map(|_| 0)),
                 Command::Enqueue(args) => exit(enqueue(&cfg, args).await),
@@ -234,6 +234,36 @@ async fn enqueue(cfg: &Config, args: EnqueueArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_INVALID);
         }
     };
+    if cfg.amqp.is_some() {
+        // Check here so a bad job fails fast with its reason instead of a dead letter.
+        let check = ingress::prepare(
+            cfg,
+            Submission {
+                kind: args.kind.clone(),
+                params: params.clone(),
+                source: Source::Cli,
+                key: args.key.clone(),
+                schedule: None,
+            },
+        );
+        if let Some(reason) = check.rejection {
+            eprintln!("error: rejected: {reason} (nothing was published)");
+            return Ok(EXIT_INVALID);
+        }
+        return match ingress::amqp::publish(cfg, &args.kind, &params, args.key.as_deref()).await {
+            Ok(()) => {
+                println!(
+                    "published to exchange {:?}; the broker confirmed it",
+                    cfg.amqp.as_ref().map(|a| a.exchange.as_str()).unwrap_or("")
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: not submitted: {e}");
+                Ok(EXIT_FAILURE)
+            }
+        };
+    }
     let store = Store::open(&cfg.store).await?;
     let sub = Submission {
         kind: args.kind,
@@ -251,6 +281,10 @@ async fn enqueue(cfg: &Config, args: EnqueueArgs) -> anyhow::Result<u8> {
         }
         Submitted::Duplicate(id) => {
             println!("duplicate key: job {id} already exists; nothing added");
+            0
+        }
+        Submitted::Coalesced(id) => {
+            println!("joined queued job {id} (same kind and parameters)");
             0
         }
         Submitted::Skipped(id) => {

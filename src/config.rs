@@ -69,6 +69,9 @@ pub struct Config {
     pub schedules: Vec<Schedule>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// AMQP ingress (RabbitMQ); absent means none.
+    #[serde(default)]
+    pub amqp: Option<AmqpConfig>,
     /// Directory relative secret files are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -423,6 +426,82 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
+/// AMQP ingress: the topology the daemon declares and how it consumes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqp://host:port/vhost` or `amqps://…` (TLS with rustls), without credentials.
+    pub url: String,
+    pub username: String,
+    /// Default: the broker's `guest` password when unset (for local brokers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    /// Durable direct exchange the jobs are published to.
+    pub exchange: String,
+    pub routing_key: String,
+    /// Durable queue bound to the exchange with `routing_key`.
+    pub queue: String,
+    /// `classic` or `quorum`.
+    pub queue_type: QueueType,
+    /// Fanout exchange invalid messages are dead-lettered to, and its durable queue.
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Queue whose single exclusive consumer is the cron leader among instances.
+    pub leader_queue: String,
+    /// Unacknowledged deliveries the broker sends ahead.
+    pub prefetch: u16,
+    /// Larger messages are rejected.
+    pub max_message_bytes: usize,
+    /// Deliveries gathered into one store transaction at most, and how long to gather.
+    pub batch_max: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Reconnection backoff: first delay and cap.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// The connection name the broker shows (default: `codearts-syncd pid N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_name: Option<String>,
+    /// How long `enqueue` waits for the broker's publisher confirm.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://127.0.0.1:5672/%2f".into(),
+            username: "guest".into(),
+            password: None,
+            exchange: "codearts-syncd".into(),
+            routing_key: "jobs".into(),
+            queue: "codearts-syncd.jobs".into(),
+            queue_type: QueueType::Classic,
+            dead_letter_exchange: "codearts-syncd.dlx".into(),
+            dead_letter_queue: "codearts-syncd.dead".into(),
+            leader_queue: "codearts-syncd.leader".into(),
+            prefetch: 256,
+            max_message_bytes: 64 * 1024,
+            batch_max: 256,
+            batch_wait: Duration::from_millis(5),
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            connection_name: None,
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// RabbitMQ queue type.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
 /// Log output.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -564,6 +643,44 @@ impl Config {
                 .password
                 .check_shape(&format!("credentials.{name}.password"))?;
         }
+        if let Some(a) = &self.amqp {
+            match url::Url::parse(&a.url) {
+                Ok(u) if u.scheme() == "amqp" || u.scheme() == "amqps" => {
+                    if !u.username().is_empty() || u.password().is_some() {
+                        return Err(Error::invalid(
+                            "amqp.url",
+                            "must not carry credentials; use amqp.username and amqp.password",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        "amqp.url",
+                        format!("{:?} is not an amqp:// or amqps:// URL", a.url),
+                    ))
+                }
+            }
+            if let Some(p) = &a.password {
+                p.check_shape("amqp.password")?;
+            }
+            for (key, v) in [
+                ("amqp.exchange", &a.exchange),
+                ("amqp.queue", &a.queue),
+                ("amqp.dead_letter_exchange", &a.dead_letter_exchange),
+                ("amqp.dead_letter_queue", &a.dead_letter_queue),
+                ("amqp.leader_queue", &a.leader_queue),
+            ] {
+                if v.is_empty() {
+                    return Err(Error::invalid(key, "must not be empty"));
+                }
+            }
+            if a.prefetch == 0 {
+                return Err(Error::invalid("amqp.prefetch", "must be at least 1"));
+            }
+            if a.batch_max == 0 {
+                return Err(Error::invalid("amqp.batch_max", "must be at least 1"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.schedules.iter().enumerate() {
             let key = format!("schedules[{i}]");
@@ -629,6 +746,9 @@ impl Config {
                 access_key.resolve("cloud.auth.access_key", &self.base_dir)?;
                 secret_key.resolve("cloud.auth.secret_key", &self.base_dir)?;
             }
+        }
+        if let Some(p) = self.amqp.as_ref().and_then(|a| a.password.as_ref()) {
+            p.resolve("amqp.password", &self.base_dir)?;
         }
         for (name, p) in &self.credentials {
             p.username

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::ingress::amqp::{self, Leader};
 use crate::ingress::cron;
 use crate::jobs::Ctx;
 use crate::store::Store;
@@ -51,7 +52,19 @@ pub async fn run_with_store(
         config: cfg.clone(),
         store: store.clone(),
     };
-    let mut sched = cron::start(store.clone(), cfg.clone())
+    let leader = if cfg.amqp.is_some() {
+        Leader::contender()
+    } else {
+        Leader::always()
+    };
+    let amqp_stop = CancellationToken::new();
+    let consumer = tokio::spawn(amqp::run(
+        store.clone(),
+        cfg.clone(),
+        leader.clone(),
+        amqp_stop.clone(),
+    ));
+    let mut sched = cron::start(store.clone(), cfg.clone(), leader)
         .await
         .map_err(|e| Error::Cron(e.to_string()))?;
     tracing::info!(
@@ -60,7 +73,19 @@ pub async fn run_with_store(
         concurrency = cfg.engine.concurrency,
         "daemon started"
     );
+    // On shutdown the consumer stops first, so no delivery arrives while jobs drain.
+    let stop_consumer = {
+        let shutdown = shutdown.clone();
+        let amqp_stop = amqp_stop.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            amqp_stop.cancel();
+        })
+    };
     let result = Engine::new(ctx).run(shutdown).await;
+    amqp_stop.cancel();
+    let _ = consumer.await;
+    stop_consumer.abort();
     if let Err(e) = sched.shutdown().await {
         tracing::warn!(error = %e, "cron scheduler did not stop cleanly");
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
+use super::amqp::Leader;
 use super::{submit, Submission, Submitted};
 use crate::config::Config;
 use crate::store::Store;
@@ -23,18 +24,29 @@ pub fn check_expression(expr: &str, _tz: chrono_tz::Tz) -> Result<(), String> {
 }
 
 /// Starts the configured schedules; shut the returned scheduler down on exit.
-pub async fn start(store: Store, cfg: Arc<Config>) -> Result<JobScheduler, JobSchedulerError> {
+/// Ticks fire on every instance, but only the cron leader submits (see [`Leader`]).
+pub async fn start(
+    store: Store,
+    cfg: Arc<Config>,
+    leader: Leader,
+) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
     for s in cfg.schedules.clone() {
         let tz: chrono_tz::Tz = s.timezone.parse().unwrap_or(chrono_tz::UTC);
         let store = store.clone();
         let cfg = cfg.clone();
         let schedule = s.clone();
+        let leader = leader.clone();
         let job = Job::new_async_tz(s.cron.as_str(), tz, move |_id, _sched| {
             let store = store.clone();
             let cfg = cfg.clone();
             let s = schedule.clone();
+            let leading = leader.is_leader();
             Box::pin(async move {
+                if !leading {
+                    tracing::debug!(schedule = %s.name, "cron tick left to the leader instance");
+                    return;
+                }
                 let sub = Submission {
                     kind: s.kind.clone(),
                     params: s.params.clone(),

@@ -36,6 +36,12 @@ impl JobKind {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// True when a request may join a queued job of this kind with the same parameters
+    /// instead of adding one (a burst of pushes costs one sync, not fifty).
+    pub fn coalesces(self) -> bool {
+        matches!(self, JobKind::RemoteMirror)
+    }
+
     /// Every kind's name.
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|k| k.as_str()).collect()

@@ -117,6 +117,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     pub error_code: Option<String>,
     pub error_msg: Option<String>,
+    /// Join a queued job of the same kind with the same parameters instead of adding one.
+    pub coalesce: bool,
 }
 
 /// What an insert did.
@@ -125,6 +127,8 @@ pub enum Inserted {
     New(JobId),
     /// The idempotency key already names this job; nothing was written.
     Duplicate(JobId),
+    /// Joined this queued job (recorded as a request of it).
+    Coalesced(JobId),
 }
 
 /// The error details kept on a job and its attempt.
@@ -234,6 +238,37 @@ impl Store {
             self.work.notify_one();
         }
         Ok(inserted)
+    }
+
+    /// Inserts several jobs in one transaction: all are recorded, or none (one commit for a
+    /// whole batch of deliveries, which is what makes persist-then-ack affordable).
+    pub async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(insert_in(&mut tx, job).await?);
+        }
+        tx.commit().await?;
+        if out.iter().any(|i| matches!(i, Inserted::New(_))) {
+            self.work.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// The requests a job served: (source, key, outcome), oldest first.
+    pub async fn requests_of(
+        &self,
+        id: JobId,
+    ) -> Result<Vec<(String, Option<String>, String)>, Error> {
+        let rows = sqlx::query(
+            "SELECT source, idem_key, outcome FROM requests WHERE job_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("source")?, r.try_get("idem_key")?, r.try_get("outcome")?)))
+            .collect()
     }
 
     /// Inserts a cron tick's job: `skipped` when a job of the same schedule is still active.
@@ -556,15 +591,31 @@ async fn insert_in(
     job: &NewJob,
 ) -> Result<Inserted, Error> {
     let now = now_ms();
-    if let (Some(key), false) = (&job.idempotency_key, job.status == Status::Rejected) {
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE idempotency_key = ? AND status <> 'rejected'",
-        )
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let rejected = job.status == Status::Rejected;
+    // A rejected submission does not hold its key, so a corrected resend goes through.
+    let key = if rejected { None } else { job.idempotency_key.as_deref() };
+    if let Some(key) = key {
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = ?")
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?;
         if let Some(id) = existing {
             return Ok(Inserted::Duplicate(id));
+        }
+    }
+    if job.coalesce && job.status == Status::Queued {
+        let queued: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' AND params = ? \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(&job.kind)
+        .bind(&job.params)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = queued {
+            record_request(tx, id, job, key, "coalesced", now).await?;
+            return Ok(Inserted::Coalesced(id));
         }
     }
     let finished = job.status.is_final().then_some(now);
@@ -588,7 +639,31 @@ async fn insert_in(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
+    let outcome = if rejected { "rejected" } else { "new" };
+    record_request(tx, id, job, key, outcome, now).await?;
     Ok(Inserted::New(id))
+}
+
+async fn record_request(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job_id: JobId,
+    job: &NewJob,
+    key: Option<&str>,
+    outcome: &str,
+    now: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO requests (job_id, source, idem_key, outcome, received_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(job_id)
+    .bind(job.source.as_str())
+    .bind(key)
+    .bind(outcome)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn close_attempt(

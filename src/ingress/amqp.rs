@@ -1,0 +1,605 @@
+//! AMQP ingress (RabbitMQ through lapin): persist, then acknowledge.
+//!
+//! Each delivery is parsed and validated, its job committed to SQLite, and only then
+//! acknowledged. Deliveries that arrive together (up to `batch_max`, within `batch_wait`) are
+//! committed in one transaction and acknowledged together, which keeps the guarantee at a
+//! fraction of the commit cost. Invalid deliveries are recorded as `rejected` jobs and rejected
+//! without requeue, so the broker dead-letters them. When the store cannot commit, the
+//! deliveries go back to the broker (nack, requeue) and consuming backs off: nothing is acked
+//! that was not stored. A delivery is never held while its job waits for a retry: the job row
+//! is the retry's memory.
+//!
+//! The topology is declared on every (re)connect; the connection is re-established with capped
+//! exponential backoff, each state change logged once. Among several instances, cron leadership
+//! belongs to whichever holds the exclusive consumer on `leader_queue`: the broker grants it to
+//! one connection at a time and takes it back when that connection dies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{prepare, prepare_raw, submit_many, Prepared, Submission, Submitted};
+use crate::config::{AmqpConfig, Config, QueueType};
+use crate::store::Store;
+use crate::Source;
+
+/// An AMQP failure, with the broker named (never its credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the AMQP broker at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("AMQP broker at {url}: {what}: {source}")]
+    Broker {
+        url: String,
+        what: &'static str,
+        source: lapin::Error,
+    },
+    #[error("the broker did not confirm the message within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound to exchange {exchange:?} with routing key {routing_key:?}: the message was returned unrouted")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Whether this instance is the cron leader. Without AMQP an instance is always the leader.
+#[derive(Clone, Debug)]
+pub struct Leader(Arc<AtomicBool>);
+
+impl Leader {
+    /// The only instance: always leads.
+    pub fn always() -> Leader {
+        Leader(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Leads only once the broker grants it.
+    pub fn contender() -> Leader {
+        Leader(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// True while this instance holds the leadership.
+    pub fn is_leader(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, v: bool) {
+        let was = self.0.swap(v, Ordering::SeqCst);
+        if was != v {
+            if v {
+                tracing::info!("this instance is now the cron leader");
+            } else {
+                tracing::warn!("this instance is no longer the cron leader");
+            }
+        }
+    }
+}
+
+/// The broker's connection URL with credentials (never logged), and the one without (for messages).
+fn urls(cfg: &AmqpConfig, password: &SecretString) -> Result<(SecretString, String), Error> {
+    let mut u = url::Url::parse(&cfg.url)
+        .map_err(|e| Error::Config(format!("amqp.url {:?}: {e}", cfg.url)))?;
+    let shown = u.to_string();
+    u.set_username(&cfg.username)
+        .and_then(|_| u.set_password(Some(password.expose_secret())))
+        .map_err(|_| Error::Config(format!("amqp.url {:?} cannot carry credentials", cfg.url)))?;
+    Ok((SecretString::from(u.to_string()), shown))
+}
+
+/// The AMQP password from the config (the broker's default `guest` when unset).
+pub fn password(cfg: &Config) -> Result<SecretString, Error> {
+    match cfg.amqp.as_ref().and_then(|a| a.password.as_ref()) {
+        Some(src) => src
+            .resolve("amqp.password", &cfg.base_dir)
+            .map_err(|e| Error::Config(e.to_string())),
+        None => Ok(SecretString::from("guest".to_string())),
+    }
+}
+
+/// Opens a connection on the tokio runtime.
+pub async fn connect(cfg: &AmqpConfig, password: &SecretString) -> Result<Connection, Error> {
+    let (url, shown) = urls(cfg, password)?;
+    let name = cfg
+        .connection_name
+        .clone()
+        .unwrap_or_else(|| format!("codearts-syncd pid {}", std::process::id()));
+    let props = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+        .with_connection_name(LongString::from(name));
+    Connection::connect(url.expose_secret(), props)
+        .await
+        .map_err(|source| Error::Connect { url: shown, source })
+}
+
+fn broker<'a>(
+    cfg: &'a AmqpConfig,
+    what: &'static str,
+) -> impl FnOnce(lapin::Error) -> Error + 'a {
+    move |source| Error::Broker {
+        url: cfg.url.clone(),
+        what,
+        source,
+    }
+}
+
+/// Declares the exchange, the queue bound to it (with its dead-letter exchange and type), and
+/// the dead-letter exchange with its queue. Idempotent; run on every (re)connect.
+pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(&cfg.exchange, ExchangeKind::Direct, durable, FieldTable::default())
+        .await
+        .map_err(broker(cfg, "declaring the exchange"))?;
+    ch.exchange_declare(
+        &cfg.dead_letter_exchange,
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(broker(cfg, "declaring the dead-letter exchange"))?;
+    let durable_q = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&cfg.dead_letter_queue, durable_q, FieldTable::default())
+        .await
+        .map_err(broker(cfg, "declaring the dead-letter queue"))?;
+    ch.queue_bind(
+        &cfg.dead_letter_queue,
+        &cfg.dead_letter_exchange,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(broker(cfg, "binding the dead-letter queue"))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(cfg.dead_letter_exchange.as_str())),
+    );
+    let qtype = match cfg.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from(qtype)),
+    );
+    ch.queue_declare(&cfg.queue, durable_q, args)
+        .await
+        .map_err(broker(cfg, "declaring the job queue"))?;
+    ch.queue_bind(
+        &cfg.queue,
+        &cfg.exchange,
+        &cfg.routing_key,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(broker(cfg, "binding the job queue"))?;
+    Ok(())
+}
+
+/// The message format: `{"kind": "...", "params": {...}, "key": "..."}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    kind: String,
+    #[serde(default = "empty_object")]
+    params: Value,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Turns one message body into a prepared submission (valid, or rejected with the reason).
+pub fn parse_message(
+    cfg: &Config,
+    max_bytes: usize,
+    body: &[u8],
+    message_id: Option<String>,
+) -> Prepared {
+    if body.len() > max_bytes {
+        let preview = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        return prepare_raw(
+            Source::Amqp,
+            None,
+            preview,
+            message_id,
+            format!(
+                "message of {} bytes exceeds amqp.max_message_bytes ({max_bytes}); the first 1024 bytes are kept",
+                body.len()
+            ),
+        );
+    }
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => {
+            return prepare_raw(
+                Source::Amqp,
+                None,
+                String::from_utf8_lossy(body).into_owned(),
+                message_id,
+                format!("message body is not UTF-8: {e}"),
+            )
+        }
+    };
+    match serde_json::from_str::<Envelope>(text) {
+        Ok(env) => prepare(
+            cfg,
+            Submission {
+                kind: env.kind,
+                params: env.params,
+                source: Source::Amqp,
+                key: env.key.or(message_id),
+                schedule: None,
+            },
+        ),
+        Err(e) => {
+            let kind = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
+            prepare_raw(
+                Source::Amqp,
+                kind,
+                text.to_string(),
+                message_id,
+                format!("message is not a valid job (expected {{\"kind\", \"params\", \"key\"}}): {e}"),
+            )
+        }
+    }
+}
+
+/// Consumes until `cancel` fires, reconnecting as needed; `leader` tracks cron leadership.
+pub async fn run(store: Store, cfg: Arc<Config>, leader: Leader, cancel: CancellationToken) {
+    let Some(acfg) = cfg.amqp.clone() else {
+        return;
+    };
+    let password = match password(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "AMQP ingress disabled");
+            return;
+        }
+    };
+    let mut delay = acfg.reconnect_initial;
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let session = Session {
+            store: &store,
+            cfg: &cfg,
+            acfg: &acfg,
+            leader: &leader,
+            cancel: &cancel,
+        };
+        match session.run(&password, failures).await {
+            Ok(()) => break,
+            Err(SessionEnd { connected, error }) => {
+                leader.set(false);
+                if connected {
+                    tracing::warn!(error = %error, "AMQP connection lost; reconnecting");
+                    failures = 0;
+                    delay = acfg.reconnect_initial;
+                } else if failures == 0 {
+                    tracing::warn!(error = %error, "AMQP broker unreachable; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %error, attempt = failures + 1, "AMQP broker still unreachable");
+                }
+                if !connected {
+                    failures += 1;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(acfg.reconnect_max);
+    }
+    leader.set(false);
+}
+
+struct SessionEnd {
+    connected: bool,
+    error: String,
+}
+
+struct Session<'a> {
+    store: &'a Store,
+    cfg: &'a Arc<Config>,
+    acfg: &'a AmqpConfig,
+    leader: &'a Leader,
+    cancel: &'a CancellationToken,
+}
+
+impl Session<'_> {
+    async fn run(&self, password: &SecretString, failures: u32) -> Result<(), SessionEnd> {
+        let not_connected = |e: Error| SessionEnd {
+            connected: false,
+            error: e.to_string(),
+        };
+        let conn = Arc::new(connect(self.acfg, password).await.map_err(not_connected)?);
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| not_connected(broker(self.acfg, "opening a channel")(e)))?;
+        declare_topology(&ch, self.acfg).await.map_err(not_connected)?;
+        ch.basic_qos(self.acfg.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| not_connected(broker(self.acfg, "setting prefetch")(e)))?;
+        let tag = format!("codearts-syncd-{}", std::process::id());
+        let mut consumer = ch
+            .basic_consume(
+                &self.acfg.queue,
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| not_connected(broker(self.acfg, "starting the consumer")(e)))?;
+        if failures > 0 {
+            tracing::info!(
+                queue = %self.acfg.queue,
+                after_attempts = failures + 1,
+                "AMQP connected; consuming"
+            );
+        } else {
+            tracing::info!(queue = %self.acfg.queue, prefetch = self.acfg.prefetch, "AMQP connected; consuming");
+        }
+        let lead = tokio::spawn(hold_leadership(
+            conn.clone(),
+            self.acfg.leader_queue.clone(),
+            self.leader.clone(),
+        ));
+        let lost = |what: String| SessionEnd {
+            connected: true,
+            error: what,
+        };
+        let mut store_failures = 0u32;
+        let result = loop {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => break Ok(()),
+                next = consumer.next() => next,
+            };
+            let first = match first {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => break Err(lost(e.to_string())),
+                None => break Err(lost("the consumer was cancelled by the broker".into())),
+            };
+            let mut batch = vec![first];
+            let gather_until = tokio::time::Instant::now() + self.acfg.batch_wait;
+            while batch.len() < self.acfg.batch_max {
+                match tokio::time::timeout_at(gather_until, consumer.next()).await {
+                    Ok(Some(Ok(d))) => batch.push(d),
+                    _ => break,
+                }
+            }
+            match self.settle_batch(&ch, batch).await {
+                Ok(()) => store_failures = 0,
+                Err(BatchError::Store) => {
+                    store_failures += 1;
+                    let pause = Duration::from_millis(100 * 2u64.pow(store_failures.min(8)));
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break Ok(()),
+                        _ = tokio::time::sleep(pause.min(Duration::from_secs(30))) => {}
+                    }
+                }
+                Err(BatchError::Broker(e)) => break Err(lost(e)),
+            }
+        };
+        lead.abort();
+        self.leader.set(false);
+        if result.is_ok() {
+            // Shutdown: stop deliveries first; unacknowledged prefetched ones return to the
+            // queue when the channel closes.
+            let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
+            let _ = ch.close(200, "shutdown").await;
+            let _ = conn.close(200, "shutdown").await;
+            tracing::info!("AMQP consumer stopped");
+        }
+        result
+    }
+
+    /// Commits a batch, then acknowledges it; on a store failure hands it back to the broker.
+    async fn settle_batch(&self, ch: &Channel, batch: Vec<Delivery>) -> Result<(), BatchError> {
+        let prepared: Vec<Prepared> = batch
+            .iter()
+            .map(|d| {
+                let id = d.properties.message_id().as_ref().map(|s| s.to_string());
+                parse_message(self.cfg, self.acfg.max_message_bytes, &d.data, id)
+            })
+            .collect();
+        let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or(0);
+        let results = match submit_many(self.store, &prepared).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = batch.len(), "cannot store deliveries; returning them to the broker");
+                ch.basic_nack(
+                    last_tag,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+                .map_err(|e| BatchError::Broker(e.to_string()))?;
+                return Err(BatchError::Store);
+            }
+        };
+        let any_rejected = results
+            .iter()
+            .any(|r| matches!(r, Submitted::Rejected { .. }));
+        if !any_rejected {
+            // Every delivery up to the last one in this batch is stored: one ack covers them.
+            return ch
+                .basic_ack(last_tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| BatchError::Broker(e.to_string()));
+        }
+        for (d, r) in batch.iter().zip(&results) {
+            let sent = match r {
+                Submitted::Rejected { .. } => {
+                    ch.basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
+                        .await
+                }
+                _ => {
+                    ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
+                        .await
+                }
+            };
+            sent.map_err(|e| BatchError::Broker(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+enum BatchError {
+    Store,
+    Broker(String),
+}
+
+/// Tries, once a second, to become the exclusive consumer of the leader queue; holds the
+/// channel while it leads. The broker ends the leadership with the connection.
+async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
+    let tag = format!("cron-leader-{}", std::process::id());
+    loop {
+        let attempt = async {
+            let ch = conn.create_channel().await?;
+            ch.queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+            let consumer = ch
+                .basic_consume(
+                    &queue,
+                    &tag,
+                    BasicConsumeOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((ch, consumer))
+        };
+        match attempt.await {
+            Ok((ch, mut consumer)) => {
+                leader.set(true);
+                // Nothing is published to the leader queue; the stream ends with the channel.
+                while let Some(item) = consumer.next().await {
+                    if item.is_err() {
+                        break;
+                    }
+                }
+                leader.set(false);
+                drop(ch);
+            }
+            Err(e) => {
+                tracing::trace!(error = %e, "cron leadership held by another instance");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Publishes one job message with publisher confirms and mandatory routing (for `enqueue`).
+pub async fn publish(
+    cfg: &Config,
+    kind: &str,
+    params: &Value,
+    key: Option<&str>,
+) -> Result<(), Error> {
+    let acfg = cfg
+        .amqp
+        .as_ref()
+        .ok_or_else(|| Error::Config("no [amqp] section in the configuration".into()))?;
+    let password = password(cfg)?;
+    let work = async {
+        let conn = connect(acfg, &password).await?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(broker(acfg, "opening a channel"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(broker(acfg, "enabling publisher confirms"))?;
+        ch.exchange_declare(
+            &acfg.exchange,
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(broker(acfg, "declaring the exchange"))?;
+        let body = serde_json::json!({"kind": kind, "params": params, "key": key}).to_string();
+        let message_id = key
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let confirm = ch
+            .basic_publish(
+                &acfg.exchange,
+                &acfg.routing_key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body.as_bytes(),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_message_id(ShortString::from(message_id)),
+            )
+            .await
+            .map_err(broker(acfg, "publishing"))?
+            .await
+            .map_err(broker(acfg, "waiting for the confirm"))?;
+        let _ = ch.close(200, "done").await;
+        let _ = conn.close(200, "done").await;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(Error::Unroutable {
+                exchange: acfg.exchange.clone(),
+                routing_key: acfg.routing_key.clone(),
+            }),
+            Confirmation::Nack(_) => Err(Error::Nacked),
+        }
+    };
+    tokio::time::timeout(acfg.confirm_timeout, work)
+        .await
+        .map_err(|_| Error::ConfirmTimeout(acfg.confirm_timeout))?
+}
