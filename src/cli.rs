@@ -149,7 +149,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID);
                 }
             };
-            crate::logging::init(cli.log_format.unwrap_or(cfg.logging.format), "info,lapin=off");
+            crate::logging::init(
+                cli.log_format.unwrap_or(cfg.logging.format),
+                "info,lapin=off",
+            );
             match command {
                 Command::Run => exit(run_daemon(cfg).await.map(|_| 0)),
                 Command::Enqueue(args) => exit(enqueue(&cfg, args).await),

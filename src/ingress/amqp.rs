@@ -131,10 +131,7 @@ pub async fn connect(cfg: &AmqpConfig, password: &SecretString) -> Result<Connec
         .map_err(|source| Error::Connect { url: shown, source })
 }
 
-fn broker<'a>(
-    cfg: &'a AmqpConfig,
-    what: &'static str,
-) -> impl FnOnce(lapin::Error) -> Error + 'a {
+fn broker<'a>(cfg: &'a AmqpConfig, what: &'static str) -> impl FnOnce(lapin::Error) -> Error + 'a {
     move |source| Error::Broker {
         url: cfg.url.clone(),
         what,
@@ -149,9 +146,14 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Erro
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(&cfg.exchange, ExchangeKind::Direct, durable, FieldTable::default())
-        .await
-        .map_err(broker(cfg, "declaring the exchange"))?;
+    ch.exchange_declare(
+        &cfg.exchange,
+        ExchangeKind::Direct,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(broker(cfg, "declaring the exchange"))?;
     ch.exchange_declare(
         &cfg.dead_letter_exchange,
         ExchangeKind::Fanout,
@@ -271,7 +273,9 @@ pub fn parse_message(
                 kind,
                 text.to_string(),
                 message_id,
-                format!("message is not a valid job (expected {{\"kind\", \"params\", \"key\"}}): {e}"),
+                format!(
+                    "message is not a valid job (expected {{\"kind\", \"params\", \"key\"}}): {e}"
+                ),
             )
         }
     }
@@ -350,7 +354,9 @@ impl Session<'_> {
             .create_channel()
             .await
             .map_err(|e| not_connected(broker(self.acfg, "opening a channel")(e)))?;
-        declare_topology(&ch, self.acfg).await.map_err(not_connected)?;
+        declare_topology(&ch, self.acfg)
+            .await
+            .map_err(not_connected)?;
         ch.basic_qos(self.acfg.prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| not_connected(broker(self.acfg, "setting prefetch")(e)))?;

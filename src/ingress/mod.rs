@@ -33,7 +33,10 @@ pub enum Submitted {
     /// Joined this queued job with the same kind and parameters.
     Coalesced(JobId),
     /// Invalid; recorded as a `rejected` job.
-    Rejected { id: JobId, reason: String },
+    Rejected {
+        id: JobId,
+        reason: String,
+    },
     /// A cron tick whose previous run is still active; recorded as `skipped`.
     Skipped(JobId),
 }

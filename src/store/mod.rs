@@ -267,7 +267,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("source")?, r.try_get("idem_key")?, r.try_get("outcome")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("source")?,
+                    r.try_get("idem_key")?,
+                    r.try_get("outcome")?,
+                ))
+            })
             .collect()
     }
 
@@ -593,7 +599,11 @@ async fn insert_in(
     let now = now_ms();
     let rejected = job.status == Status::Rejected;
     // A rejected submission does not hold its key, so a corrected resend goes through.
-    let key = if rejected { None } else { job.idempotency_key.as_deref() };
+    let key = if rejected {
+        None
+    } else {
+        job.idempotency_key.as_deref()
+    };
     if let Some(key) = key {
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = ?")
