@@ -10,6 +10,7 @@ pub mod retry;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -53,31 +54,38 @@ impl Engine {
         let mut in_flight: HashMap<JobId, JobRow> = HashMap::new();
         let mut per_kind: HashMap<String, usize> = HashMap::new();
         let mut store_failures = 0u32;
+        let settler = Settler::spawn(self.ctx.store.clone());
 
         while !cancel.is_cancelled() {
             let mut claimed = false;
-            while tasks.len() < self.cfg.concurrency {
-                let kinds: Vec<&str> = JobKind::ALL
+            let free = self.cfg.concurrency.saturating_sub(tasks.len());
+            // Claim in batches: one transaction for several jobs, not one per finished task.
+            let min_batch = (self.cfg.concurrency / 4).max(1);
+            if free > 0 && (free >= min_batch || tasks.is_empty()) {
+                let limits: Vec<(&str, usize)> = JobKind::ALL
                     .iter()
-                    .filter(|k| per_kind.get(k.as_str()).copied().unwrap_or(0) < self.limit(**k))
-                    .map(|k| k.as_str())
+                    .map(|k| {
+                        let used = per_kind.get(k.as_str()).copied().unwrap_or(0);
+                        (k.as_str(), self.limit(*k).saturating_sub(used).min(free))
+                    })
                     .collect();
-                match self.store().claim(&kinds).await {
-                    Ok(Some(job)) => {
+                match self.store().claim_batch(&limits).await {
+                    Ok(jobs) => {
                         store_failures = 0;
-                        claimed = true;
-                        *per_kind.entry(job.kind.clone()).or_default() += 1;
-                        in_flight.insert(job.id, job.clone());
-                        let ctx = self.ctx.clone();
-                        let policy = self.policy;
-                        let span = job_span(&job);
-                        tasks.spawn(execute(ctx, policy, job).instrument(span));
+                        for job in jobs.into_iter().take(free) {
+                            claimed = true;
+                            *per_kind.entry(job.kind.clone()).or_default() += 1;
+                            in_flight.insert(job.id, job.clone());
+                            let ctx = self.ctx.clone();
+                            let policy = self.policy;
+                            let settler = settler.clone();
+                            let span = job_span(&job);
+                            tasks.spawn(execute(ctx, policy, settler, job).instrument(span));
+                        }
                     }
-                    Ok(None) => break,
                     Err(e) => {
                         store_failures += 1;
                         tracing::error!(error = %e, "cannot claim jobs; will try again");
-                        break;
                     }
                 }
             }
@@ -167,8 +175,60 @@ impl Engine {
     }
 }
 
+/// Gathers the outcomes of jobs that finish together into one store transaction.
+#[derive(Clone)]
+struct Settler {
+    tx: tokio::sync::mpsc::Sender<(
+        JobRow,
+        Transition,
+        oneshot::Sender<Result<(), store::Error>>,
+    )>,
+}
+
+impl Settler {
+    const BATCH: usize = 256;
+
+    fn spawn(store: Store) -> Settler {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            JobRow,
+            Transition,
+            oneshot::Sender<Result<(), store::Error>>,
+        )>(Self::BATCH * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < Self::BATCH {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (items, replies): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(job, t, reply)| ((job, t), reply))
+                    .unzip();
+                let results = store.settle_many(&items).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        });
+        Settler { tx }
+    }
+
+    async fn settle(&self, job: &JobRow, t: &Transition) -> Result<(), store::Error> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send((job.clone(), t.clone(), reply)).await.is_err() {
+            return Err(store::Error::Sql(sqlx::Error::PoolClosed));
+        }
+        answer
+            .await
+            .unwrap_or(Err(store::Error::Sql(sqlx::Error::PoolClosed)))
+    }
+}
+
 /// Runs one claimed job and records its outcome.
-async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, job: JobRow) -> JobId {
+async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, settler: Settler, job: JobRow) -> JobId {
     if job.is_poll() {
         tracing::debug!("polling");
     } else {
@@ -179,7 +239,12 @@ async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, job: JobRow) -> JobId {
     log_transition(&job, &t);
     let mut tries = 0;
     loop {
-        match ctx.store.settle(&job, &t).await {
+        let settled = if tries == 0 {
+            settler.settle(&job, &t).await
+        } else {
+            ctx.store.settle(&job, &t).await
+        };
+        match settled {
             Ok(()) => break,
             Err(e) if e.is_busy() && tries < 10 => {
                 tries += 1;

@@ -39,6 +39,10 @@ impl Error {
                 let msg = e.message();
                 msg.contains("locked") || msg.contains("busy")
             }
+            // A batch's failure, passed on to each of its members.
+            Error::Sql(sqlx::Error::Protocol(msg)) => {
+                msg.contains("locked") || msg.contains("busy")
+            }
             _ => false,
         }
     }
@@ -224,6 +228,12 @@ impl Store {
         })
     }
 
+    /// A write transaction. IMMEDIATE takes the write lock up front, so it waits out another
+    /// writer (busy_timeout) instead of failing when a read inside it would need upgrading.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Resolves when new work was inserted in this process.
     pub async fn work_available(&self) {
         self.work.notified().await
@@ -231,7 +241,7 @@ impl Store {
 
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
     pub async fn insert(&self, job: &NewJob) -> Result<Inserted, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = insert_in(&mut tx, job).await?;
         tx.commit().await?;
         if matches!(inserted, Inserted::New(_)) {
@@ -243,7 +253,7 @@ impl Store {
     /// Inserts several jobs in one transaction: all are recorded, or none (one commit for a
     /// whole batch of deliveries, which is what makes persist-then-ack affordable).
     pub async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
             out.push(insert_in(&mut tx, job).await?);
@@ -280,7 +290,7 @@ impl Store {
     /// Inserts a cron tick's job: `skipped` when a job of the same schedule is still active.
     /// Returns the insert and whether it was skipped.
     pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let active: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE schedule = ? \
              AND status IN ('queued', 'running', 'following') LIMIT 1",
@@ -301,39 +311,54 @@ impl Store {
         Ok((inserted, active.is_some()))
     }
 
-    /// Claims the most overdue job of one of `kinds`, moving it to `running`. A claim from
-    /// `queued` starts a new attempt (counted and recorded); a claim from `following` is a poll.
+    /// Claims the most overdue job of one of `kinds` (see [`Store::claim_batch`]).
     pub async fn claim(&self, kinds: &[&str]) -> Result<Option<JobRow>, Error> {
-        if kinds.is_empty() {
-            return Ok(None);
+        for kind in kinds {
+            if let Some(job) = self.claim_batch(&[(kind, 1)]).await?.pop() {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims up to `limit` due jobs of each `(kind, limit)`, most overdue first, moving them to
+    /// `running`, in one transaction. A claim from `queued` starts a new attempt (counted and
+    /// recorded); a claim from `following` is a poll. Each claim is one `UPDATE … RETURNING`,
+    /// so two claimers never take the same job.
+    pub async fn claim_batch(&self, limits: &[(&str, usize)]) -> Result<Vec<JobRow>, Error> {
+        let limits: Vec<_> = limits.iter().filter(|(_, n)| *n > 0).collect();
+        if limits.is_empty() {
+            return Ok(Vec::new());
         }
         let now = now_ms();
-        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
-        let placeholders = (2..kinds.len() + 2)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
             "UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \
                started_at = COALESCE(started_at, ?1), updated_at = ?1 \
-             WHERE id = (SELECT id FROM jobs WHERE status IN ('queued', 'following') \
-                           AND next_run_at <= ?1 AND kind IN ({placeholders}) \
-                           ORDER BY next_run_at, id LIMIT 1) \
+             WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'following') \
+                            AND next_run_at <= ?1 AND kind = ?2 \
+                            ORDER BY next_run_at, id LIMIT ?3) \
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
-        let mut q = sqlx::query(&sql).bind(now);
-        for k in kinds {
-            q = q.bind(*k);
+        let mut tx = self.write_tx().await?;
+        let mut jobs = Vec::new();
+        for (kind, limit) in limits {
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(*kind)
+                .bind(*limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                jobs.push(job_from_row(row)?);
+            }
         }
-        let Some(row) = q.fetch_optional(&mut *tx).await? else {
+        if jobs.is_empty() {
             tx.rollback().await?;
-            return Ok(None);
-        };
-        let job = job_from_row(&row)?;
-        if !job.is_poll() {
+            return Ok(jobs);
+        }
+        for job in jobs.iter().filter(|j| !j.is_poll()) {
             sqlx::query("INSERT INTO attempts (job_id, attempt, started_at) VALUES (?, ?, ?)")
                 .bind(job.id)
                 .bind(job.attempts)
@@ -342,7 +367,8 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(Some(job))
+        jobs.sort_by_key(|j| (j.next_run_at, j.id));
+        Ok(jobs)
     }
 
     /// The earliest `next_run_at` among waiting jobs.
@@ -379,135 +405,55 @@ impl Store {
 
     /// Writes the outcome of a claimed job: the one place that moves a job out of `running`.
     pub async fn settle(&self, job: &JobRow, t: &Transition) -> Result<(), Error> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let (status, outcome, next_run, err, delay, jid, trace, result, checkpoint, finished) =
-            match t {
-                Transition::Succeeded {
-                    jid,
-                    trace_id,
-                    result,
-                } => (
-                    "succeeded",
-                    "succeeded",
-                    None,
-                    None,
-                    None,
-                    jid.clone(),
-                    trace_id.clone(),
-                    Some(result.to_string()),
-                    None,
-                    Some(now),
-                ),
-                Transition::Following {
-                    jid,
-                    checkpoint,
-                    next_run_at,
-                } => (
-                    "following",
-                    "following",
-                    Some(*next_run_at),
-                    None,
-                    None,
-                    jid.clone(),
-                    None,
-                    None,
-                    Some(checkpoint.to_string()),
-                    None,
-                ),
-                Transition::Retry {
-                    error,
-                    next_run_at,
-                    delay_ms,
-                } => (
-                    "queued",
-                    "retry",
-                    Some(*next_run_at),
-                    Some(error),
-                    Some(*delay_ms),
-                    None,
-                    error.trace_id.clone(),
-                    None,
-                    None,
-                    None,
-                ),
-                Transition::Failed { error, result } => (
-                    "failed",
-                    "failed",
-                    None,
-                    Some(error),
-                    None,
-                    None,
-                    error.trace_id.clone(),
-                    result.as_ref().map(|r| r.to_string()),
-                    None,
-                    Some(now),
-                ),
-                Transition::Interrupted => {
-                    let back = job.claimed_from.as_deref().unwrap_or("queued");
-                    let done = sqlx::query(
-                        "UPDATE jobs SET status = ?, next_run_at = ?, updated_at = ? \
-                         WHERE id = ? AND status = 'running'",
-                    )
-                    .bind(back)
-                    .bind(now)
-                    .bind(now)
-                    .bind(job.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Err(Error::LostOwnership(job.id));
-                    }
-                    if !job.is_poll() {
-                        close_attempt(&mut tx, job, now, "interrupted", None, None).await?;
-                    }
-                    tx.commit().await?;
-                    return Ok(());
-                }
-            };
-        let http_status = err.and_then(|e| e.http_status).map(i64::from);
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?, next_run_at = COALESCE(?, next_run_at), \
-               jid = COALESCE(?, jid), trace_id = COALESCE(?, trace_id), \
-               http_status = CASE WHEN ? THEN ? ELSE http_status END, \
-               error_code = CASE WHEN ? THEN ? ELSE error_code END, \
-               error_msg = CASE WHEN ? THEN ? ELSE error_msg END, \
-               result = COALESCE(?, result), checkpoint = COALESCE(?, checkpoint), \
-               finished_at = COALESCE(?, finished_at), updated_at = ? \
-             WHERE id = ? AND status = 'running'",
-        )
-        .bind(status)
-        .bind(next_run)
-        .bind(jid)
-        .bind(trace)
-        .bind(err.is_some())
-        .bind(http_status)
-        .bind(err.is_some())
-        .bind(err.and_then(|e| e.error_code.clone()))
-        .bind(err.is_some())
-        .bind(err.map(|e| e.error_msg.clone()))
-        .bind(result)
-        .bind(checkpoint)
-        .bind(finished)
-        .bind(now)
-        .bind(job.id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::LostOwnership(job.id));
-        }
-        if !job.is_poll() {
-            close_attempt(&mut tx, job, now, outcome, err, delay).await?;
-        }
+        let mut tx = self.write_tx().await?;
+        settle_in(&mut tx, job, t, now_ms()).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Settles several jobs in one transaction; each gets its own result (a job no longer
+    /// running fails alone). If the commit fails, every one fails.
+    pub async fn settle_many(&self, items: &[(JobRow, Transition)]) -> Vec<Result<(), Error>> {
+        let now = now_ms();
+        let mut tx = match self.write_tx().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|_| Err(Error::Sql(clone_sql(&e))))
+                    .collect()
+            }
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for (job, t) in items {
+            match settle_in(&mut tx, job, t, now).await {
+                Ok(()) => results.push(Ok(())),
+                Err(Error::LostOwnership(id)) => results.push(Err(Error::LostOwnership(id))),
+                Err(e) => {
+                    // A failed statement: give up on the whole batch.
+                    let msg = e.to_string();
+                    drop(tx);
+                    return items
+                        .iter()
+                        .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
+                        .collect();
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            return items
+                .iter()
+                .map(|_| Err(Error::Sql(clone_sql(&e))))
+                .collect();
+        }
+        results
     }
 
     /// Start-up recovery: jobs left `running` by a process that died go back to what they were
     /// claimed from, due now; their open attempts are closed as `interrupted`.
     pub async fn recover_running(&self) -> Result<u64, Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE attempts SET finished_at = ?, outcome = 'interrupted', \
                error_msg = 'the process stopped during this attempt' \
@@ -590,6 +536,137 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await
     }
+}
+
+/// Writes one outcome inside a transaction: the one place that moves a job out of `running`.
+async fn settle_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job: &JobRow,
+    t: &Transition,
+    now: i64,
+) -> Result<(), Error> {
+    let (status, outcome, next_run, err, delay, jid, trace, result, checkpoint, finished) = match t
+    {
+        Transition::Succeeded {
+            jid,
+            trace_id,
+            result,
+        } => (
+            "succeeded",
+            "succeeded",
+            None,
+            None,
+            None,
+            jid.clone(),
+            trace_id.clone(),
+            Some(result.to_string()),
+            None,
+            Some(now),
+        ),
+        Transition::Following {
+            jid,
+            checkpoint,
+            next_run_at,
+        } => (
+            "following",
+            "following",
+            Some(*next_run_at),
+            None,
+            None,
+            jid.clone(),
+            None,
+            None,
+            Some(checkpoint.to_string()),
+            None,
+        ),
+        Transition::Retry {
+            error,
+            next_run_at,
+            delay_ms,
+        } => (
+            "queued",
+            "retry",
+            Some(*next_run_at),
+            Some(error),
+            Some(*delay_ms),
+            None,
+            error.trace_id.clone(),
+            None,
+            None,
+            None,
+        ),
+        Transition::Failed { error, result } => (
+            "failed",
+            "failed",
+            None,
+            Some(error),
+            None,
+            None,
+            error.trace_id.clone(),
+            result.as_ref().map(|r| r.to_string()),
+            None,
+            Some(now),
+        ),
+        Transition::Interrupted => {
+            let back = job.claimed_from.as_deref().unwrap_or("queued");
+            let done = sqlx::query(
+                "UPDATE jobs SET status = ?, next_run_at = ?, updated_at = ? \
+                         WHERE id = ? AND status = 'running'",
+            )
+            .bind(back)
+            .bind(now)
+            .bind(now)
+            .bind(job.id)
+            .execute(&mut **tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(Error::LostOwnership(job.id));
+            }
+            if !job.is_poll() {
+                close_attempt(tx, job, now, "interrupted", None, None).await?;
+            }
+            return Ok(());
+        }
+    };
+    let http_status = err.and_then(|e| e.http_status).map(i64::from);
+    let done = sqlx::query(
+        "UPDATE jobs SET status = ?, next_run_at = COALESCE(?, next_run_at), \
+               jid = COALESCE(?, jid), trace_id = COALESCE(?, trace_id), \
+               http_status = CASE WHEN ? THEN ? ELSE http_status END, \
+               error_code = CASE WHEN ? THEN ? ELSE error_code END, \
+               error_msg = CASE WHEN ? THEN ? ELSE error_msg END, \
+               result = COALESCE(?, result), checkpoint = COALESCE(?, checkpoint), \
+               finished_at = COALESCE(?, finished_at), updated_at = ? \
+             WHERE id = ? AND status = 'running'",
+    )
+    .bind(status)
+    .bind(next_run)
+    .bind(jid)
+    .bind(trace)
+    .bind(err.is_some())
+    .bind(http_status)
+    .bind(err.is_some())
+    .bind(err.and_then(|e| e.error_code.clone()))
+    .bind(err.is_some())
+    .bind(err.map(|e| e.error_msg.clone()))
+    .bind(result)
+    .bind(checkpoint)
+    .bind(finished)
+    .bind(now)
+    .bind(job.id)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::LostOwnership(job.id));
+    }
+    if !job.is_poll() {
+        close_attempt(tx, job, now, outcome, err, delay).await?;
+    }
+    Ok(())
+}
+
+fn clone_sql(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
 }
 
 async fn insert_in(
