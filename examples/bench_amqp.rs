@@ -116,6 +116,19 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -227,6 +240,7 @@ leader_queue = "bench-{tag}-leader"
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
+    let cpu_before = cpu_seconds(pid);
 
     let pch = conn.create_channel().await?;
     pch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -302,6 +316,7 @@ leader_queue = "bench-{tag}-leader"
     latencies.sort_unstable();
     let e2e = n as f64 / ((last - t0) as f64 / 1000.0);
     let peak_hwm = rss_kib(pid, "VmHWM:");
+    let cpu_used = cpu_seconds(pid) - cpu_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_after = rss_kib(pid, "VmRSS:");
     let _ = std::process::Command::new("kill")
@@ -324,6 +339,10 @@ leader_queue = "bench-{tag}-leader"
 
     println!("(b) daemon end to end (publish → recorded succeeded with jid): {e2e:>9.0} jobs/s (publishing took {publish_s:.1} s)");
     println!("    ratio b/a: {:.2}", e2e / raw);
+    println!(
+        "    daemon CPU: {cpu_used:.1} s for {n} jobs over {:.1} s wall",
+        (last - t0) as f64 / 1000.0
+    );
     println!(
         "    latency publish → record: p50 {} ms, p99 {} ms",
         percentile(&latencies, 0.50),
