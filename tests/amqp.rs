@@ -461,17 +461,14 @@ async fn enqueue_publishes_with_confirms_and_fails_clearly_without_a_broker() {
 async fn deliveries_the_store_cannot_commit_go_back_to_the_broker() {
     let (mut app, _) = amqp_app(many_repos(), "").await;
     let cfg = acfg(&app);
-    // Make every insert fail, as a full disk would.
-    let db = app.cfg.store.path.clone();
-    let sql = |stmt: &str| {
-        let status = std::process::Command::new("sqlite3")
-            .arg(&db)
-            .arg(stmt)
-            .status()
-            .expect("sqlite3 runs");
-        assert!(status.success());
-    };
-    sql("CREATE TRIGGER no_room BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+    // Make every insert fail, as a full disk would (a second connection to the same file).
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.cfg.store.path.display()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TRIGGER no_room BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;")
+        .execute(&db)
+        .await
+        .unwrap();
     let messages: Vec<_> = (0..20u32)
         .map(|i| (job_msg(300 + i, Some(&format!("full-{i}"))), None))
         .collect();
@@ -485,7 +482,10 @@ async fn deliveries_the_store_cannot_commit_go_back_to_the_broker() {
         "nothing dead-lettered"
     );
     // Room again: the same deliveries come back and are stored.
-    sql("DROP TRIGGER no_room;");
+    sqlx::query("DROP TRIGGER no_room")
+        .execute(&db)
+        .await
+        .unwrap();
     let store = app.store.clone();
     wait_until(WAIT, "20 recorded after the store recovered", || {
         let store = store.clone();
