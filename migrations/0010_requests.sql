@@ -20,3 +20,21 @@ INSERT INTO requests (job_id, source, idem_key, outcome, received_at)
 DROP INDEX jobs_idempotency_key;
 -- Finding a queued job to join.
 CREATE INDEX jobs_coalesce ON jobs (kind, status, params) WHERE status = 'queued';
+
+-- Bookkeeping rows written by SQLite itself, in the same statement as the change they record:
+-- a job's own request row when it is inserted, and a new attempt row when a queued job is
+-- claimed. (Coalesced requests and duplicates are written by the store explicitly.)
+CREATE TRIGGER jobs_record_request AFTER INSERT ON jobs
+BEGIN
+    INSERT INTO requests (job_id, source, idem_key, outcome, received_at)
+    VALUES (NEW.id, NEW.source,
+            CASE WHEN NEW.status = 'rejected' THEN NULL ELSE NEW.idempotency_key END,
+            CASE WHEN NEW.status = 'rejected' THEN 'rejected' ELSE 'new' END,
+            NEW.created_at);
+END;
+
+CREATE TRIGGER jobs_open_attempt AFTER UPDATE OF status ON jobs
+WHEN OLD.status = 'queued' AND NEW.status = 'running'
+BEGIN
+    INSERT INTO attempts (job_id, attempt, started_at) VALUES (NEW.id, NEW.attempts, NEW.updated_at);
+END;

@@ -358,14 +358,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(jobs);
         }
-        for job in jobs.iter().filter(|j| !j.is_poll()) {
-            sqlx::query("INSERT INTO attempts (job_id, attempt, started_at) VALUES (?, ?, ?)")
-                .bind(job.id)
-                .bind(job.attempts)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // The attempt rows of claims from `queued` are opened by the trigger jobs_open_attempt.
         tx.commit().await?;
         jobs.sort_by_key(|j| (j.next_run_at, j.id));
         Ok(jobs)
@@ -681,26 +674,24 @@ async fn insert_in(
     } else {
         job.idempotency_key.as_deref()
     };
-    if let Some(key) = key {
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = ?")
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some(id) = existing {
-            return Ok(Inserted::Duplicate(id));
-        }
-    }
-    if job.coalesce && job.status == Status::Queued {
-        let queued: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE kind = ? AND status = 'queued' AND params = ? \
-             ORDER BY id LIMIT 1",
+    let coalescible = job.coalesce && job.status == Status::Queued;
+    if key.is_some() || coalescible {
+        // One statement for both look-ups: an earlier request with this key, a queued job to join.
+        let row = sqlx::query(
+            "SELECT (SELECT job_id FROM requests WHERE ?1 IS NOT NULL AND idem_key = ?1) AS dup, \
+                    (SELECT id FROM jobs WHERE ?2 AND kind = ?3 AND status = 'queued' \
+                       AND params = ?4 ORDER BY id LIMIT 1) AS joinable",
         )
+        .bind(key)
+        .bind(coalescible)
         .bind(&job.kind)
         .bind(&job.params)
-        .fetch_optional(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        if let Some(id) = queued {
+        if let Some(id) = row.try_get::<Option<i64>, _>("dup")? {
+            return Ok(Inserted::Duplicate(id));
+        }
+        if let Some(id) = row.try_get::<Option<i64>, _>("joinable")? {
             record_request(tx, id, job, key, "coalesced", now).await?;
             return Ok(Inserted::Coalesced(id));
         }
@@ -726,8 +717,7 @@ async fn insert_in(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
-    let outcome = if rejected { "rejected" } else { "new" };
-    record_request(tx, id, job, key, outcome, now).await?;
+    // The job's request row is written by the trigger jobs_record_request.
     Ok(Inserted::New(id))
 }
 
