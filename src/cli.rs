@@ -325,6 +325,18 @@ pub struct JobView {
     pub schedule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
+    /// The submissions this job served (`jobs show`): its own, and any that joined it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Vec<RequestView>>,
+}
+
+/// One submission served by a job.
+#[derive(Serialize)]
+pub struct RequestView {
+    pub source: String,
+    pub key: Option<String>,
+    /// `new`, `coalesced` or `rejected`.
+    pub outcome: String,
 }
 
 /// One attempt as printed.
@@ -364,6 +376,7 @@ impl From<&JobRow> for JobView {
             idempotency_key: j.idempotency_key.clone(),
             schedule: j.schedule.clone(),
             attempt_log: None,
+            requests: None,
         }
     }
 }
@@ -487,6 +500,18 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
     let attempts = store.attempts(args.id).await?;
     let mut view = JobView::from(&job);
     view.attempt_log = Some(attempts.iter().map(AttemptView::from).collect());
+    view.requests = Some(
+        store
+            .requests_of(args.id)
+            .await?
+            .into_iter()
+            .map(|(source, key, outcome)| RequestView {
+                source,
+                key,
+                outcome,
+            })
+            .collect(),
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(0);
@@ -516,6 +541,10 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
     println!("  params      {}", view.params);
     if let Some(r) = &view.result {
         println!("  result      {r}");
+    }
+    if let Some(reqs) = view.requests.as_ref().filter(|r| r.len() > 1) {
+        let joined = reqs.iter().filter(|r| r.outcome == "coalesced").count();
+        println!("  requests    {} ({joined} joined this job)", reqs.len());
     }
     if let Some(log) = &view.attempt_log {
         let rows: Vec<[String; 6]> = log

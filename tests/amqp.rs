@@ -354,6 +354,9 @@ async fn burst_of_50_mirror_requests_costs_at_most_two_syncs() {
         }
     }
     assert_eq!(keys.len(), 50);
+    let out = app.cli(&["jobs", "show", &jobs[0].id.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(shown["requests"].as_array().unwrap().len() >= 25, "{shown}");
     cleanup(&cfg).await;
 }
 

@@ -600,34 +600,25 @@ async fn settle_in(
             None,
             Some(now),
         ),
-        Transition::Interrupted => {
-            let back = job.claimed_from.as_deref().unwrap_or("queued");
-            let done = sqlx::query(
-                "UPDATE jobs SET status = ?, next_run_at = ?, updated_at = ? \
-                         WHERE id = ? AND status = 'running'",
-            )
-            .bind(back)
-            .bind(now)
-            .bind(now)
-            .bind(job.id)
-            .execute(&mut **tx)
-            .await?;
-            if done.rows_affected() == 0 {
-                return Err(Error::LostOwnership(job.id));
-            }
-            if !job.is_poll() {
-                close_attempt(tx, job, now, "interrupted", None, None).await?;
-            }
-            return Ok(());
-        }
+        // Back to what it was claimed from, due now.
+        Transition::Interrupted => (
+            job.claimed_from.as_deref().unwrap_or("queued"),
+            "interrupted",
+            Some(now),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
     };
     let http_status = err.and_then(|e| e.http_status).map(i64::from);
     let done = sqlx::query(
         "UPDATE jobs SET status = ?, next_run_at = COALESCE(?, next_run_at), \
                jid = COALESCE(?, jid), trace_id = COALESCE(?, trace_id), \
-               http_status = CASE WHEN ? THEN ? ELSE http_status END, \
-               error_code = CASE WHEN ? THEN ? ELSE error_code END, \
-               error_msg = CASE WHEN ? THEN ? ELSE error_msg END, \
+               http_status = ?, error_code = ?, error_msg = ?, \
                result = COALESCE(?, result), checkpoint = COALESCE(?, checkpoint), \
                finished_at = COALESCE(?, finished_at), updated_at = ? \
              WHERE id = ? AND status = 'running'",
@@ -636,11 +627,9 @@ async fn settle_in(
     .bind(next_run)
     .bind(jid)
     .bind(trace)
-    .bind(err.is_some())
+    // The job shows the last attempt's error, none after a success; each attempt keeps its own.
     .bind(http_status)
-    .bind(err.is_some())
     .bind(err.and_then(|e| e.error_code.clone()))
-    .bind(err.is_some())
     .bind(err.map(|e| e.error_msg.clone()))
     .bind(result)
     .bind(checkpoint)
