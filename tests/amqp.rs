@@ -710,3 +710,44 @@ fn message_parsing_names_what_is_wrong() {
     let big = parse(&[b' '; 101], None);
     assert!(big.rejection.unwrap().contains("exceeds"));
 }
+
+#[tokio::test]
+async fn quorum_queue_topology_works_the_same() {
+    let (mut app, _) = amqp_app(many_repos(), "").await;
+    // Rewrite this app's config to a quorum queue and reload it.
+    let text = std::fs::read_to_string(app.config_path())
+        .unwrap()
+        .replace("prefetch = 200", "prefetch = 200\nqueue_type = \"quorum\"");
+    std::fs::write(app.config_path(), text).unwrap();
+    app.cfg =
+        std::sync::Arc::new(codearts_syncd::config::Config::load(&app.config_path()).unwrap());
+    let cfg = acfg(&app);
+    assert_eq!(cfg.queue_type, codearts_syncd::config::QueueType::Quorum);
+    let messages: Vec<_> = (0..10u32)
+        .map(|i| (job_msg(400 + i, Some(&format!("q-{i}"))), None))
+        .collect();
+    publish_raw(&cfg, &messages).await;
+    app.start();
+    let store = app.store.clone();
+    wait_until(WAIT, "10 done", || {
+        let store = store.clone();
+        async move {
+            let jobs = all_jobs(&store).await;
+            jobs.len() == 10 && jobs.iter().all(|j| j.status == "succeeded")
+        }
+    })
+    .await;
+    app.stop().await;
+    // The broker reports the queue's type.
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "type"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&cfg.queue))
+        .expect("queue listed");
+    assert!(line.contains("quorum"), "{line}");
+    cleanup(&cfg).await;
+}
