@@ -433,6 +433,41 @@ async fn settle_refuses_a_job_that_is_no_longer_running() {
 }
 
 #[tokio::test]
+async fn a_batch_claim_respects_the_overall_and_per_kind_limits() {
+    let app = spawn_app().await;
+    for repo in 1..=10 {
+        app.submit("remote_mirror", json!({"repository_id": repo}))
+            .await;
+    }
+    let got = app
+        .store
+        .claim_batch_limited(&[("remote_mirror", 5), ("no_such_kind", 5)], 3)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "the overall limit");
+    let got = app
+        .store
+        .claim_batch_limited(&[("remote_mirror", 2)], 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "the per-kind limit");
+    let running = app
+        .store
+        .list(&codearts_syncd::store::ListFilter {
+            kind: None,
+            status: Some("running".into()),
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 5, "exactly the claimed jobs are running");
+    // Attempt rows were opened for every claim.
+    for j in &running {
+        assert_eq!(app.attempts(j.id).await.len(), 1);
+    }
+}
+
+#[tokio::test]
 async fn two_claimers_never_take_the_same_job() {
     let app = spawn_app().await;
     for repo in 1..=40 {

@@ -69,10 +69,11 @@ impl Engine {
                         (k.as_str(), self.limit(*k).saturating_sub(used).min(free))
                     })
                     .collect();
-                match self.store().claim_batch(&limits).await {
+                match self.store().claim_batch_limited(&limits, free).await {
                     Ok(jobs) => {
                         store_failures = 0;
-                        for job in jobs.into_iter().take(free) {
+                        // Every claimed job runs: one left unspawned would stay `running`.
+                        for job in jobs {
                             claimed = true;
                             *per_kind.entry(job.kind.clone()).or_default() += 1;
                             in_flight.insert(job.id, job.clone());

@@ -321,47 +321,57 @@ impl Store {
         Ok(None)
     }
 
-    /// Claims up to `limit` due jobs of each `(kind, limit)`, most overdue first, moving them to
-    /// `running`, in one transaction. A claim from `queued` starts a new attempt (counted and
-    /// recorded); a claim from `following` is a poll. Each claim is one `UPDATE … RETURNING`,
-    /// so two claimers never take the same job.
-    pub async fn claim_batch(&self, limits: &[(&str, usize)]) -> Result<Vec<JobRow>, Error> {
+    /// Claims due jobs, most overdue first: at most `total`, and at most `limit` of each
+    /// `(kind, limit)`, moving them to `running`, in one statement. A claim from `queued` starts a
+    /// new attempt (counted; its attempt row is opened by a trigger); a claim from `following` is
+    /// a poll. Being one `UPDATE … RETURNING`, two claimers never take the same job.
+    pub async fn claim_batch_limited(
+        &self,
+        limits: &[(&str, usize)],
+        total: usize,
+    ) -> Result<Vec<JobRow>, Error> {
         let limits: Vec<_> = limits.iter().filter(|(_, n)| *n > 0).collect();
-        if limits.is_empty() {
+        if limits.is_empty() || total == 0 {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
+        let caps = (0..limits.len())
+            .map(|i| format!("(?{}, ?{})", 3 + 2 * i, 4 + 2 * i))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "UPDATE jobs SET status = 'running', claimed_from = status, \
+            "WITH caps (kind, cap) AS (VALUES {caps}), \
+             due AS (SELECT j.id, j.next_run_at, c.cap, \
+                       ROW_NUMBER() OVER (PARTITION BY j.kind ORDER BY j.next_run_at, j.id) AS rn \
+                     FROM jobs j JOIN caps c ON c.kind = j.kind \
+                     WHERE j.status IN ('queued', 'following') AND j.next_run_at <= ?1) \
+             UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \
                started_at = COALESCE(started_at, ?1), updated_at = ?1 \
-             WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'following') \
-                            AND next_run_at <= ?1 AND kind = ?2 \
-                            ORDER BY next_run_at, id LIMIT ?3) \
+             WHERE id IN (SELECT id FROM due WHERE rn <= cap ORDER BY next_run_at, id LIMIT ?2) \
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
+        let mut q = sqlx::query(&sql).bind(now).bind(total as i64);
+        for (kind, cap) in &limits {
+            q = q.bind(*kind).bind(*cap as i64);
+        }
         let mut tx = self.write_tx().await?;
-        let mut jobs = Vec::new();
-        for (kind, limit) in limits {
-            let rows = sqlx::query(&sql)
-                .bind(now)
-                .bind(*kind)
-                .bind(*limit as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                jobs.push(job_from_row(row)?);
-            }
-        }
-        if jobs.is_empty() {
-            tx.rollback().await?;
-            return Ok(jobs);
-        }
-        // The attempt rows of claims from `queued` are opened by the trigger jobs_open_attempt.
+        let rows = q.fetch_all(&mut *tx).await?;
         tx.commit().await?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by_key(|j| (j.next_run_at, j.id));
         Ok(jobs)
+    }
+
+    /// As [`Store::claim_batch_limited`] with no overall limit beyond the per-kind ones.
+    pub async fn claim_batch(&self, limits: &[(&str, usize)]) -> Result<Vec<JobRow>, Error> {
+        let total = limits.iter().map(|(_, n)| *n).sum();
+        self.claim_batch_limited(limits, total).await
     }
 
     /// The earliest `next_run_at` among waiting jobs.
