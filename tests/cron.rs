@@ -35,7 +35,7 @@ params = { repository_id = 40 }
         },
     );
     app.start();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     app.stop().await;
 
     let jobs = app
@@ -58,8 +58,18 @@ params = { repository_id = 40 }
         skipped.len() >= 2,
         "overlapping ticks were skipped: {jobs:?}"
     );
-    // Never two active runs of one schedule.
-    assert!(ran.len() <= 2, "{ran:?}");
+    // Never two active runs of one schedule: each run took 2.5 s, so at most three in 5.5 s.
+    assert!(ran.len() <= 3, "{ran:?}");
+    for pair in ran.windows(2) {
+        // Newest first: the later run was created after the earlier one had finished.
+        let (later, earlier) = (pair[0], pair[1]);
+        if let Some(done) = earlier.finished_at {
+            assert!(
+                later.created_at >= done,
+                "overlapping runs: {earlier:?} {later:?}"
+            );
+        }
+    }
     assert!(skipped.iter().all(|j| j
         .error_msg
         .as_deref()
