@@ -61,6 +61,8 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub remote_mirror: RemoteMirrorConfig,
+    #[serde(default)]
+    pub purge_recycle_bin: PurgeConfig,
     /// Source-repository credential profiles for `remote_mirror`, by name.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialProfile>,
@@ -392,6 +394,20 @@ impl Default for RemoteMirrorConfig {
     }
 }
 
+/// `purge_recycle_bin` settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// Items sent in one `DELETE /cloudartifact/v5/trashes`.
+    pub batch_size: usize,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig { batch_size: 100 }
+    }
+}
+
 /// Source-repository credentials for a mirror, sent base64-encoded.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -554,6 +570,12 @@ impl Config {
             return Err(Error::invalid(
                 "remote_mirror.poll_interval",
                 "must be above zero",
+            ));
+        }
+        if !(1..=1000).contains(&self.purge_recycle_bin.batch_size) {
+            return Err(Error::invalid(
+                "purge_recycle_bin.batch_size",
+                "must be in 1..=1000",
             ));
         }
         for (name, profile) in &self.credentials {

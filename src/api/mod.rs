@@ -5,6 +5,7 @@
 //! and resets are repeated a few times after a short pause. Everything else is returned as an
 //! [`Error`] for the engine to classify, so that job-level retries are persisted and visible.
 
+pub mod artifact;
 pub mod auth;
 pub mod error;
 pub mod repo;

@@ -2,6 +2,7 @@
 //! `run` function. Adding a kind is a variant here, its file, and one line in [`validate`] and
 //! [`run`]; the engine does not change.
 
+pub mod purge_recycle_bin;
 pub mod remote_mirror;
 
 use std::sync::Arc;
@@ -18,16 +19,18 @@ use crate::store::{ErrorInfo, JobRow, Store};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobKind {
     RemoteMirror,
+    PurgeRecycleBin,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 1] = [JobKind::RemoteMirror];
+    pub const ALL: [JobKind; 2] = [JobKind::RemoteMirror, JobKind::PurgeRecycleBin];
 
     /// The snake_case name used in messages, the store and the config.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::RemoteMirror => "remote_mirror",
+            JobKind::PurgeRecycleBin => "purge_recycle_bin",
         }
     }
 
@@ -85,7 +88,23 @@ fn kind_of(v: &Value) -> &'static str {
 pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), ParamError> {
     match kind {
         JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
+        JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
     }
+}
+
+/// The `{tenant_id}` and `{project_id}` of Artifact paths, or an error naming the missing key.
+pub fn artifact_scope(cfg: &Config) -> Result<api::artifact::Scope, ParamError> {
+    let need = |v: &Option<String>, key: &str| {
+        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            ParamError(format!(
+                "this job kind calls CodeArts Artifact, which needs `{key}` in the configuration"
+            ))
+        })
+    };
+    Ok(api::artifact::Scope {
+        tenant_id: need(&cfg.cloud.domain_id, "cloud.domain_id")?,
+        project_id: need(&cfg.cloud.codearts_project_id, "cloud.codearts_project_id")?,
+    })
 }
 
 /// What a job run needs.
@@ -121,6 +140,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         .ok_or_else(|| RunError::Invalid(format!("unknown job kind {:?}", job.kind)))?;
     match kind {
         JobKind::RemoteMirror => remote_mirror::run(ctx, job).await,
+        JobKind::PurgeRecycleBin => purge_recycle_bin::run(ctx, job).await,
     }
 }
 
