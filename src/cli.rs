@@ -55,6 +55,9 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The audit archive that audit_mirror jobs fill: verify its hash chains, export it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Start the bundled simulator and the daemon against it in a temporary directory, run
     /// sample jobs, and print their outcomes.
     Demo(DemoArgs),
@@ -65,7 +68,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
-    /// Job kind: remote_mirror.
+    /// Job kind: remote_mirror, purge_recycle_bin, storage_snapshot or audit_mirror.
     pub kind: String,
     /// A parameter as key=value; the value is read as JSON when it parses (123, true,
     /// ["a","b"]), else as a string. Repeat for each parameter.
@@ -115,6 +118,47 @@ pub enum ConfigCommand {
     Check,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every stream's SHA-256 chain; exits 1 naming the first broken link.
+    Verify(VerifyArgs),
+    /// Stream the archive (oldest archived first) as JSON Lines or CSV.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Export formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormatArg {
+    /// One JSON object per line: the record verbatim plus archive fields.
+    Jsonl,
+    /// A header row, then the archive fields and every audit field as columns.
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormatArg,
+    /// Only this repository id.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only records whose time is at or after this: YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS" (the
+    /// time as the API reports it).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Keep the temporary directory (database, config) and print its path.
@@ -156,6 +200,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Jobs(JobsCommand::List(args)) => exit(list(&cfg, args).await.map(|_| 0)),
                 Command::Jobs(JobsCommand::Show(args)) => exit(show(&cfg, args).await),
                 Command::Config(ConfigCommand::Check) => exit(check(&cfg)),
+                Command::Audit(AuditCommand::Verify(args)) => exit(audit_verify(&cfg, args).await),
+                Command::Audit(AuditCommand::Export(args)) => exit(audit_export(&cfg, args).await),
                 Command::Demo(_) | Command::Simulate(_) => unreachable!("handled above"),
             }
         }
@@ -511,6 +557,87 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             )
         );
     }
+    Ok(0)
+}
+
+async fn audit_verify(cfg: &Config, args: VerifyArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&cfg.store).await?;
+    let v = store.verify_audit().await?;
+    store.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    match &v.broken {
+        None => {
+            if !args.json {
+                println!(
+                    "audit archive intact: {} records in {} streams",
+                    v.records, v.streams
+                );
+            }
+            Ok(0)
+        }
+        Some(b) => {
+            let at = match (&b.record_id, b.seq) {
+                (Some(id), Some(seq)) => format!("record {id} (archive seq {seq})"),
+                (None, Some(seq)) => format!("after archive seq {seq}"),
+                _ => "its head".to_string(),
+            };
+            eprintln!(
+                "error: audit archive broken: stream {}/{}: {at}: {} ({} records verified before it)",
+                b.module, b.repo, b.reason, v.records
+            );
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Checks `--since` and normalises it to the archive's `YYYY-MM-DD HH:MM:SS` form.
+pub fn parse_since(s: &str) -> Result<String, String> {
+    let t = s.trim().replace('T', " ");
+    if chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d").is_ok() {
+        return Ok(t);
+    }
+    if chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S").is_ok() {
+        return Ok(t);
+    }
+    Err(format!(
+        "--since {s:?}: expected YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\""
+    ))
+}
+
+async fn audit_export(cfg: &Config, args: ExportArgs) -> anyhow::Result<u8> {
+    use crate::store::archive::{ExportFilter, ExportFormat};
+    let since = match args.since.as_deref().map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let format = match args.format {
+        ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+        ExportFormatArg::Csv => ExportFormat::Csv,
+    };
+    let filter = ExportFilter {
+        repo: args.repo,
+        since,
+    };
+    let store = Store::open(&cfg.store).await?;
+    let n = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--output {}: {e}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            store.export_audit(&filter, format, &mut w).await?
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout());
+            store.export_audit(&filter, format, &mut w).await?
+        }
+    };
+    store.close().await;
+    eprintln!("exported {n} records");
     Ok(0)
 }
 

@@ -2,6 +2,7 @@
 //! `run` function. Adding a kind is a variant here, its file, and one line in [`validate`] and
 //! [`run`]; the engine does not change.
 
+pub mod audit_mirror;
 pub mod purge_recycle_bin;
 pub mod remote_mirror;
 
@@ -20,17 +21,23 @@ use crate::store::{ErrorInfo, JobRow, Store};
 pub enum JobKind {
     RemoteMirror,
     PurgeRecycleBin,
+    AuditMirror,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 2] = [JobKind::RemoteMirror, JobKind::PurgeRecycleBin];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::RemoteMirror,
+        JobKind::PurgeRecycleBin,
+        JobKind::AuditMirror,
+    ];
 
     /// The snake_case name used in messages, the store and the config.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::RemoteMirror => "remote_mirror",
             JobKind::PurgeRecycleBin => "purge_recycle_bin",
+            JobKind::AuditMirror => "audit_mirror",
         }
     }
 
@@ -89,6 +96,7 @@ pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), Param
     match kind {
         JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
         JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
+        JobKind::AuditMirror => audit_mirror::validate(params, cfg),
     }
 }
 
@@ -141,6 +149,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
     match kind {
         JobKind::RemoteMirror => remote_mirror::run(ctx, job).await,
         JobKind::PurgeRecycleBin => purge_recycle_bin::run(ctx, job).await,
+        JobKind::AuditMirror => audit_mirror::run(ctx, job).await,
     }
 }
 

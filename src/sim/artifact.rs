@@ -98,6 +98,8 @@ pub(crate) struct TrashFile {
 /// A simulated Artifact repository.
 #[derive(Clone, Debug)]
 pub(crate) struct ArtRepo {
+    /// Creation order: listings come in this order.
+    pub(crate) no: usize,
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) format: String,
@@ -186,6 +188,7 @@ impl ArtifactState {
             };
             let days = (n as i64 * 11) % 200 + 1;
             let mut repo = ArtRepo {
+                no: n,
                 id: id.clone(),
                 name: format!("{format}-repo-{}", n + 1),
                 format: format.to_string(),
@@ -219,6 +222,13 @@ impl ArtifactState {
         st
     }
 
+    /// The repositories in creation order.
+    pub(crate) fn in_order(&self) -> Vec<&ArtRepo> {
+        let mut v: Vec<&ArtRepo> = self.repos.values().collect();
+        v.sort_by_key(|r| r.no);
+        v
+    }
+
     fn add_log(&mut self, module: &str, repo: &str, count: u64) {
         self.next_stream += 1;
         self.audit.insert(
@@ -233,7 +243,7 @@ impl ArtifactState {
     /// The recycle bin's content.
     pub(crate) fn trash_entries(&self) -> Vec<TrashEntry> {
         let mut out = Vec::new();
-        for r in self.repos.values() {
+        for r in self.in_order() {
             if r.status == "trash" {
                 out.push(TrashEntry {
                     repo_id: r.id.clone(),
@@ -445,8 +455,8 @@ pub(crate) async fn list_repositories(
     // In the recycle bin: trashed repositories, and active ones holding trashed files.
     let matching: Vec<&ArtRepo> = inner
         .artifact
-        .repos
-        .values()
+        .in_order()
+        .into_iter()
         .filter(|r| {
             if recycle {
                 r.status == "trash" || !r.trash.is_empty()

@@ -255,8 +255,8 @@ impl Simulator {
         self.state
             .lock()
             .artifact
-            .repos
-            .values()
+            .in_order()
+            .into_iter()
             .filter(|r| r.status == "active")
             .map(|r| r.id.clone())
             .collect()
@@ -267,8 +267,8 @@ impl Simulator {
         self.state
             .lock()
             .artifact
-            .repos
-            .values()
+            .in_order()
+            .into_iter()
             .filter(|r| r.status == "active")
             .map(|r| {
                 (

@@ -1,11 +1,12 @@
 //! The SQLite store: pool setup, the job table and the attempts table; the Artifact job kinds'
-//! tables live in their own files ([`purge`]). The only place with SQL.
+//! tables live in their own files ([`purge`], [`archive`]). The only place with SQL.
 //!
 //! Every state transition is a guarded `UPDATE … WHERE id = ? AND status = 'running'`; a write
 //! that affects no row means the job was not ours any more, and is reported as
 //! [`Error::LostOwnership`] instead of passing silently. Claiming is one statement, so two
 //! workers can never take the same job.
 
+pub mod archive;
 pub mod purge;
 
 use std::path::Path;

@@ -75,7 +75,7 @@ pub struct TestApp {
     pub url: String,
     pub cfg: Arc<Config>,
     pub store: Store,
-    daemon: Option<(CancellationToken, JoinHandle<()>)>,
+    daemon: Option<(CancellationToken, JoinHandle<()>, tokio::task::AbortHandle)>,
 }
 
 /// Starts a simulator with `sim_cfg` and prepares a config (`extra` TOML appended) and a store.
@@ -132,15 +132,17 @@ impl TestApp {
             self.store.clone(),
             cancel.clone(),
         ));
+        // Kept so that `kill` stops the daemon itself, not only the task waiting for it.
+        let daemon = handle.abort_handle();
         let handle = tokio::spawn(async move {
             handle.await.expect("daemon task").expect("daemon runs");
         });
-        self.daemon = Some((cancel, handle));
+        self.daemon = Some((cancel, handle, daemon));
     }
 
     /// Stops the daemon gracefully and waits for it.
     pub async fn stop(&mut self) {
-        if let Some((cancel, handle)) = self.daemon.take() {
+        if let Some((cancel, handle, _)) = self.daemon.take() {
             cancel.cancel();
             handle.await.expect("daemon stops cleanly");
         }
@@ -148,7 +150,8 @@ impl TestApp {
 
     /// Kills the daemon without any shutdown (as SIGKILL would): whatever it held stays as it was.
     pub fn kill(&mut self) {
-        if let Some((_, handle)) = self.daemon.take() {
+        if let Some((_, handle, daemon)) = self.daemon.take() {
+            daemon.abort();
             handle.abort();
         }
     }
