@@ -55,6 +55,9 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Storage usage that storage_snapshot jobs record.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// The audit archive that audit_mirror jobs fill: verify its hash chains, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -116,6 +119,28 @@ pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted; exits non-zero naming
     /// the offending key on error.
     Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Print the latest snapshot and the daily trend; `--svg` also draws the trend.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Only this repository (its usage and its trend); default the whole project.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Days of trend to show.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Also draw the trend as an SVG chart into this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,6 +225,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Jobs(JobsCommand::List(args)) => exit(list(&cfg, args).await.map(|_| 0)),
                 Command::Jobs(JobsCommand::Show(args)) => exit(show(&cfg, args).await),
                 Command::Config(ConfigCommand::Check) => exit(check(&cfg)),
+                Command::Storage(StorageCommand::Report(args)) => {
+                    exit(storage_report(&cfg, args).await)
+                }
                 Command::Audit(AuditCommand::Verify(args)) => exit(audit_verify(&cfg, args).await),
                 Command::Audit(AuditCommand::Export(args)) => exit(audit_export(&cfg, args).await),
                 Command::Demo(_) | Command::Simulate(_) => unreachable!("handled above"),
@@ -557,6 +585,109 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             )
         );
     }
+    Ok(0)
+}
+
+async fn storage_report(cfg: &Config, args: ReportArgs) -> anyhow::Result<u8> {
+    use crate::size::format_size;
+    if args.days == 0 {
+        eprintln!("error: --days must be at least 1");
+        return Ok(EXIT_INVALID);
+    }
+    let store = Store::open(&cfg.store).await?;
+    let snapshot = store.latest_snapshot().await?;
+    let trend = store
+        .storage_trend(args.repo.as_deref().unwrap_or(""), args.days)
+        .await?;
+    store.close().await;
+    let Some(snap) = snapshot else {
+        eprintln!("error: no storage snapshot yet; run a storage_snapshot job first");
+        return Ok(EXIT_INVALID);
+    };
+    let repos: Vec<_> = snap
+        .repos
+        .iter()
+        .filter(|r| args.repo.as_deref().is_none_or(|id| r.repo_id == id))
+        .collect();
+    if let Some(id) = &args.repo {
+        if repos.is_empty() && trend.is_empty() {
+            eprintln!("error: --repo {id}: not in the latest snapshot and no trend recorded");
+            return Ok(EXIT_INVALID);
+        }
+    }
+    if let Some(path) = &args.svg {
+        let title = match &args.repo {
+            Some(id) => format!("storage used: {id}"),
+            None => "storage used: whole project".to_string(),
+        };
+        crate::chart::trend_svg(&trend, &title, path)?;
+        eprintln!("trend chart written to {}", path.display());
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "snapshot": {
+                "id": snap.id,
+                "taken_at": rfc3339(snap.taken_at),
+                "total_bytes": snap.total_bytes,
+                "total_storage": snap.total_text,
+                "total_count": snap.total_count,
+            },
+            "repos": repos,
+            "trend": trend,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "snapshot {} taken {}: total {} ({} bytes, API: {:?}), {} files",
+        snap.id,
+        rfc3339(snap.taken_at),
+        format_size(snap.total_bytes.max(0) as u64),
+        snap.total_bytes,
+        snap.total_text,
+        snap.total_count.map_or("-".into(), |c| c.to_string())
+    );
+    let rows: Vec<[String; 5]> = repos
+        .iter()
+        .map(|r| {
+            [
+                r.repo_id.clone(),
+                r.format.clone().unwrap_or_default(),
+                r.used_bytes.to_string(),
+                r.used_text.clone(),
+                r.files_count.map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        render_table(
+            &["REPOSITORY", "FORMAT", "BYTES", "API SIZE", "FILES"],
+            &rows
+        )
+    );
+    let rows: Vec<[String; 4]> = trend
+        .iter()
+        .map(|t| {
+            [
+                t.day.clone(),
+                t.used_bytes.to_string(),
+                format_size(t.used_bytes.max(0) as u64),
+                t.files_count.map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "trend ({}), last {} days:",
+        args.repo.as_deref().unwrap_or("whole project"),
+        args.days
+    );
+    print!(
+        "{}",
+        render_table(&["DAY", "BYTES", "SIZE", "FILES"], &rows)
+    );
     Ok(0)
 }
 

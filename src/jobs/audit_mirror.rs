@@ -137,7 +137,11 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         None => {
             let repos = match &p.repos {
                 Some(r) => r.clone(),
-                None => active_repos(ctx, &scope).await?,
+                None => super::active_repositories(ctx, &scope)
+                    .await?
+                    .iter()
+                    .filter_map(|r| r.repo_id().map(str::to_string))
+                    .collect(),
             };
             Checkpoint {
                 streams: repos
@@ -259,34 +263,6 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             "passes": cp.streams.iter().map(|s| s.pass).sum::<u32>(),
         }),
     })
-}
-
-/// Every active repository's id, all pages.
-pub async fn active_repos(
-    ctx: &Ctx,
-    scope: &crate::api::artifact::Scope,
-) -> Result<Vec<String>, RunError> {
-    let mut ids = Vec::new();
-    let mut page = 1;
-    loop {
-        let got = ctx
-            .api
-            .list_repositories(scope, false, page, 100)
-            .await?
-            .result;
-        let n = got.repositories.len();
-        ids.extend(
-            got.repositories
-                .iter()
-                .filter(|r| r.status.as_deref().is_none_or(|s| s == "active"))
-                .filter_map(|r| r.repo_id().map(str::to_string)),
-        );
-        if n < 100 || (page as i64) * 100 >= got.total {
-            break;
-        }
-        page += 1;
-    }
-    Ok(ids)
 }
 
 #[cfg(test)]

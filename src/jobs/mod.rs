@@ -5,6 +5,7 @@
 pub mod audit_mirror;
 pub mod purge_recycle_bin;
 pub mod remote_mirror;
+pub mod storage_snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +22,16 @@ use crate::store::{ErrorInfo, JobRow, Store};
 pub enum JobKind {
     RemoteMirror,
     PurgeRecycleBin,
+    StorageSnapshot,
     AuditMirror,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 3] = [
+    pub const ALL: [JobKind; 4] = [
         JobKind::RemoteMirror,
         JobKind::PurgeRecycleBin,
+        JobKind::StorageSnapshot,
         JobKind::AuditMirror,
     ];
 
@@ -37,6 +40,7 @@ impl JobKind {
         match self {
             JobKind::RemoteMirror => "remote_mirror",
             JobKind::PurgeRecycleBin => "purge_recycle_bin",
+            JobKind::StorageSnapshot => "storage_snapshot",
             JobKind::AuditMirror => "audit_mirror",
         }
     }
@@ -96,6 +100,7 @@ pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), Param
     match kind {
         JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
         JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
+        JobKind::StorageSnapshot => storage_snapshot::validate(params, cfg),
         JobKind::AuditMirror => audit_mirror::validate(params, cfg),
     }
 }
@@ -113,6 +118,34 @@ pub fn artifact_scope(cfg: &Config) -> Result<api::artifact::Scope, ParamError> 
         tenant_id: need(&cfg.cloud.domain_id, "cloud.domain_id")?,
         project_id: need(&cfg.cloud.codearts_project_id, "cloud.codearts_project_id")?,
     })
+}
+
+/// Every active Artifact repository, all pages of the listing.
+pub async fn active_repositories(
+    ctx: &Ctx,
+    scope: &api::artifact::Scope,
+) -> Result<Vec<api::artifact::Repository>, RunError> {
+    const PAGE: u32 = 100;
+    let mut repos = Vec::new();
+    let mut page = 1;
+    loop {
+        let got = ctx
+            .api
+            .list_repositories(scope, false, page, PAGE)
+            .await?
+            .result;
+        let n = got.repositories.len();
+        repos.extend(
+            got.repositories
+                .into_iter()
+                .filter(|r| r.status.as_deref().is_none_or(|s| s == "active")),
+        );
+        if n < PAGE as usize || i64::from(page) * i64::from(PAGE) >= got.total {
+            break;
+        }
+        page += 1;
+    }
+    Ok(repos)
 }
 
 /// What a job run needs.
@@ -149,6 +182,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
     match kind {
         JobKind::RemoteMirror => remote_mirror::run(ctx, job).await,
         JobKind::PurgeRecycleBin => purge_recycle_bin::run(ctx, job).await,
+        JobKind::StorageSnapshot => storage_snapshot::run(ctx, job).await,
         JobKind::AuditMirror => audit_mirror::run(ctx, job).await,
     }
 }

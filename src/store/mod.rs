@@ -1,5 +1,5 @@
 //! The SQLite store: pool setup, the job table and the attempts table; the Artifact job kinds'
-//! tables live in their own files ([`purge`], [`archive`]). The only place with SQL.
+//! tables live in their own files ([`purge`], [`archive`], [`storage`]). The only place with SQL.
 //!
 //! Every state transition is a guarded `UPDATE … WHERE id = ? AND status = 'running'`; a write
 //! that affects no row means the job was not ours any more, and is reported as
@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod purge;
+pub mod storage;
 
 use std::path::Path;
 use std::str::FromStr;
