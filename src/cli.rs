@@ -64,6 +64,9 @@ pub enum Command {
     /// Start the bundled simulator and the daemon against it in a temporary directory, run
     /// sample jobs, and print their outcomes.
     Demo(DemoArgs),
+    /// Benchmarks against the bundled simulator.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run the bundled CodeArts simulator alone (for trials and your own CI). Its control
     /// routes live under /__sim/ (faults, token expiry, recorded calls).
     Simulate(SimulateArgs),
@@ -191,6 +194,26 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Mirror N audit records from the simulator into a fresh archive; print records/s and
+    /// peak RSS. Run once per size: the peak is per process.
+    Audit(BenchAuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAuditArgs {
+    /// Audit records in the simulated log.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per page (1..=1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u32,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
     /// Address to listen on, e.g. 127.0.0.1:18080.
@@ -209,6 +232,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Simulate(args) => {
             crate::logging::init(format, "info");
             exit(simulate(args).await.map(|_| 0))
+        }
+        Command::Bench(BenchCommand::Audit(args)) => {
+            crate::logging::init(format, "warn");
+            exit(bench_audit(args).await)
         }
         command => {
             let cfg = match Config::load(&cli.config) {
@@ -230,7 +257,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
                 Command::Audit(AuditCommand::Verify(args)) => exit(audit_verify(&cfg, args).await),
                 Command::Audit(AuditCommand::Export(args)) => exit(audit_export(&cfg, args).await),
-                Command::Demo(_) | Command::Simulate(_) => unreachable!("handled above"),
+                Command::Demo(_) | Command::Simulate(_) | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -779,6 +808,37 @@ fn check(cfg: &Config) -> anyhow::Result<u8> {
         return Ok(EXIT_INVALID);
     }
     eprintln!("configuration is valid");
+    Ok(0)
+}
+
+async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
+    if args.records == 0 {
+        eprintln!("error: --records must be at least 1");
+        return Ok(EXIT_INVALID);
+    }
+    if !(1..=crate::jobs::audit_mirror::MAX_PAGE_SIZE).contains(&args.page_size) {
+        eprintln!(
+            "error: --page-size must be in 1..={}",
+            crate::jobs::audit_mirror::MAX_PAGE_SIZE
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let b = crate::bench::audit(args.records, args.page_size).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!(
+            "audit_mirror: {} records in {} pages of {} in {:.2} s = {:.0} records/s; peak RSS {}",
+            b.records,
+            b.pages,
+            b.page_size,
+            b.seconds,
+            b.records_per_second,
+            b.peak_rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
     Ok(0)
 }
 
