@@ -125,3 +125,43 @@ async fn audit_paging_is_checked_and_newest_first() {
         .unwrap_err();
     assert_eq!(status_of(&err).0, 400);
 }
+
+#[tokio::test]
+async fn control_routes_append_audit_records_and_show_the_bin() {
+    let (app, _) = client().await;
+    let repo = app.sim.artifact_repo_ids()[1].clone();
+    let before = app.sim.audit_ids("file", &repo).len();
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/__sim/audit/file/{repo}", app.url))
+        .json(&json!({"count": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(app.sim.audit_ids("file", &repo).len(), before + 3);
+    let resp = http
+        .post(format!("{}/__sim/audit/file/{repo}", app.url))
+        .json(&json!({"records": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    let bin: Vec<Value> = http
+        .get(format!("{}/__sim/trash", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bin.len(), app.sim.trash_entries().len());
+    let resp = http
+        .put(format!("{}/__sim/trash-result", app.url))
+        .json(&json!({"shape": "sometimes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
