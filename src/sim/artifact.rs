@@ -579,20 +579,18 @@ pub(crate) async fn file_tree(
         }
     }
     let list: Vec<Value> = children.into_values().collect();
+    // `total` is a string on this call.
+    let total = list.len().to_string();
     let created = art_time(repo.created);
     let id = repo.id.clone();
     drop(inner);
     ok(json!({
         "children": list,
         "uploadAccess": "false",
-        "total": list_len_string(&list),
+        "total": total,
         "uri": format!("/{id}"),
         "created": created,
     }))
-}
-
-fn list_len_string(list: &[Value]) -> String {
-    list.len().to_string()
 }
 
 #[derive(Deserialize)]
@@ -923,10 +921,7 @@ pub(crate) async fn audit(
         let skip = (page_num - 1).saturating_mul(page_size);
         let first = log.count.saturating_sub(skip);
         let last = first.saturating_sub(page_size);
-        (
-            (log.clone()),
-            (last + 1..=first).rev().collect::<Vec<u64>>(),
-        )
+        (log, (last + 1..=first).rev().collect::<Vec<u64>>())
     };
     let list: Vec<Value> = records
         .into_iter()
