@@ -68,7 +68,6 @@ CREATE TABLE audit_archive (
 );
 CREATE UNIQUE INDEX audit_archive_record ON audit_archive (module, repo, record_id);
 CREATE INDEX audit_archive_stream ON audit_archive (module, repo, seq);
-CREATE INDEX audit_archive_time ON audit_archive (record_time);
 
 -- One row per stream: the chain's head (so removing the newest rows is noticed too) and how far
 -- the archive is known to be complete (every record older than the one at `complete_seq` is in).

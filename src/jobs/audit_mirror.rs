@@ -10,11 +10,16 @@
 //! to what this walk archived. A walk interrupted by a failure or a restart resumes at the page
 //! after the last one archived (each page is written with the job's checkpoint in one
 //! transaction); as records only arrive at the newest end, resuming there skips nothing.
+//! While walking to the end, the next page is fetched while the current one is written.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{artifact_scope, parse_params, Ctx, ParamError, RunError, Step};
+use crate::api::{
+    self,
+    artifact::{AuditPage, Traced},
+};
 use crate::config::Config;
 use crate::store::archive::NewRecord;
 use crate::store::JobRow;
@@ -170,13 +175,18 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             s.page = 1;
             s.stop_seq = (!p.full && state.complete_seq > 0).then_some(state.complete_seq);
         }
+        let mut prefetched: Option<(u32, Result<Traced<AuditPage>, api::Error>)> = None;
         loop {
             let repo = cp.streams[i].repo.clone();
             let page = cp.streams[i].page;
-            let answer = ctx
-                .api
-                .audit_page(&scope, &module, &repo, page, page_size)
-                .await?;
+            let answer = match prefetched.take() {
+                Some((p, fetched)) if p == page => fetched?,
+                _ => {
+                    ctx.api
+                        .audit_page(&scope, &module, &repo, page, page_size)
+                        .await?
+                }
+            };
             last_trace = answer.trace_id;
             let total = answer.result.total;
             let raws = answer.result.records;
@@ -221,10 +231,31 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             s.page = page + 1;
             cp.pages += 1;
             let snapshot = serde_json::to_value(&cp).unwrap_or(Value::Null);
-            let wrote = ctx
+            let writing = std::time::Instant::now();
+            // Walking to the end, the next page is certain to be wanted: fetch it while this one
+            // is written. Walking down to the archive, whether it is wanted depends on this
+            // write, so nothing is fetched ahead.
+            let write = ctx
                 .store
-                .archive_page(job.id, &module, &repo, &records, &snapshot)
-                .await?;
+                .archive_page(job.id, &module, &repo, &records, &snapshot);
+            let wrote = if cp.streams[i].stop_seq.is_none() && !at_end {
+                let next = ctx
+                    .api
+                    .audit_page(&scope, &module, &repo, page + 1, page_size);
+                let (wrote, next) = tokio::join!(write, next);
+                prefetched = Some((page + 1, next));
+                wrote?
+            } else {
+                write.await?
+            };
+            tracing::debug!(
+                repo = %repo,
+                page,
+                records = records.len(),
+                inserted = wrote.inserted,
+                write_ms = writing.elapsed().as_millis() as u64,
+                "audit page archived"
+            );
             cp.archived += wrote.inserted as u64;
             let s = &mut cp.streams[i];
             let reached_archived = match (s.stop_seq, wrote.min_existing_seq) {

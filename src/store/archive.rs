@@ -224,7 +224,7 @@ impl Store {
         let row_sql = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let sql = format!(
             "INSERT INTO audit_archive (module, repo, record_id, record_time, record, fetched_at, \
-               job_id, prev_hash, hash) VALUES {} RETURNING seq",
+               job_id, prev_hash, hash) VALUES {}",
             vec![row_sql; fresh.len()].join(", ")
         );
         let mut q = sqlx::query(&sql);
@@ -242,13 +242,8 @@ impl Store {
                 .bind(hash.clone());
             prev = hash;
         }
-        let seqs: Vec<i64> = q
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .collect::<Result<_, _>>()?;
-        let head_seq = seqs.iter().copied().max().unwrap_or(0);
+        // Rows of one INSERT get consecutive ids, so the last one is the new head.
+        let head_seq = q.execute(&mut *tx).await?.last_insert_rowid();
         sqlx::query(
             "INSERT INTO audit_streams (module, repo, head_seq, head_hash, records, complete_seq, \
                updated_at) VALUES (?, ?, ?, ?, ?, 0, ?) \
