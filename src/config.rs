@@ -772,7 +772,7 @@ password = { env = "SOME_VAR" }
         let example = include_str!("../config/codearts-syncd.toml");
         let cfg = Config::from_toml_str(example, Path::new("/etc/codearts-syncd"))
             .expect("config/codearts-syncd.toml is valid");
-        assert_eq!(cfg.schedules.len(), 1);
+        assert_eq!(cfg.schedules.len(), 4);
         Config::from_toml_str(crate::demo::DEMO_CONFIG, Path::new("/tmp"))
             .expect("config/demo.toml is valid");
     }
