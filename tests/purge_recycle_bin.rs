@@ -319,3 +319,43 @@ async fn artifact_kinds_need_the_tenant_and_project_ids() {
     .unwrap_err();
     assert!(err.0.contains("cloud.domain_id"), "{err}");
 }
+
+#[tokio::test]
+async fn a_lost_answer_is_settled_by_a_fresh_listing_not_guessed() {
+    let mut app = app().await;
+    // The second batch is deleted, but its answer never arrives; the client sends it again
+    // and hears that none of its items is in the recycle bin any more.
+    app.sim.inject(Fault {
+        route: Route::TrashDelete,
+        reset_after: true,
+        skip: 1,
+        times: 1,
+        ..Fault::default()
+    });
+    let id = app.submit("purge_recycle_bin", json!({})).await;
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let r = job.result.unwrap();
+    assert_eq!(r["deleted"], 28);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["unconfirmed"], 0);
+    let deleted = app.sim.deleted_uris();
+    assert!(counts(&deleted).values().all(|n| *n == 1));
+    assert_eq!(deleted.len(), 28);
+    let items = app.store.purge_items(id).await.unwrap();
+    let checked: Vec<_> = items
+        .iter()
+        .filter(|i| {
+            i.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("gone from the recycle bin"))
+        })
+        .collect();
+    assert_eq!(checked.len(), 10, "the second batch, settled by listing");
+    assert!(checked
+        .iter()
+        .all(|i| i.batch == Some(2) && i.outcome == "deleted"));
+}

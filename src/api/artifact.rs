@@ -310,8 +310,13 @@ impl Client {
         open(&req, &resp)
     }
 
-    /// `DELETE /cloudartifact/v5/trashes` with a bare JSON array of items.
-    pub async fn delete_trashes(&self, items: &[TrashItem]) -> Result<Traced<DeleteResult>, Error> {
+    /// `DELETE /cloudartifact/v5/trashes` with a bare JSON array of items. The second value is
+    /// true when an earlier send of the same batch got no answer (see
+    /// [`Response::maybe_resent`]): failures may then be items that send already deleted.
+    pub async fn delete_trashes(
+        &self,
+        items: &[TrashItem],
+    ) -> Result<(Traced<DeleteResult>, bool), Error> {
         let req = Request::new(
             Service::Artifact,
             Method::DELETE,
@@ -319,7 +324,7 @@ impl Client {
         )
         .json(&items);
         let resp = self.call(&req).await?;
-        open(&req, &resp)
+        Ok((open(&req, &resp)?, resp.maybe_resent))
     }
 
     /// `GET /cloudartifact/v5/storage?format_list=&in_project=` (`in_project` is a string here).

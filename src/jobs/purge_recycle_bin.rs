@@ -8,7 +8,9 @@
 //! `include_pattern` (a glob over the item's `uri`); then the oldest `max_items` are kept.
 //!
 //! The plan is written to the store with the job's checkpoint before the first delete; each
-//! batch's outcome is written when the API has answered. A transient failure ends the attempt
+//! batch's outcome is written when the API has answered. An answer that leaves an item's fate
+//! open (a failure reported for a batch that may have been sent before, or counts that do not
+//! name every failure) is settled by a fresh listing: gone means deleted, present means failed. A transient failure ends the attempt
 //! (the engine retries it later) and the next attempt continues with the pending batches only,
 //! so an item confirmed deleted is never sent again, after a retry or a restart alike.
 
@@ -308,8 +310,9 @@ fn plan(found: Vec<Found>, p: &Params, batch_size: usize, now_ms: i64) -> Vec<Pl
     planned
 }
 
-/// Which items of a sent batch the API's answer says failed.
-fn outcomes(batch: &[PurgeItemRow], result: &DeleteResult) -> Vec<ItemOutcome> {
+/// Which items of a sent batch the API's answer says failed. When the batch may have been sent
+/// before (`resent`), a failure may be an item that send deleted: it is left unconfirmed.
+fn outcomes(batch: &[PurgeItemRow], result: &DeleteResult, resent: bool) -> Vec<ItemOutcome> {
     let out = |r: &PurgeItemRow, outcome: &str, message: Option<String>| ItemOutcome {
         uri: r.uri.clone(),
         item_id: r.item_id.clone(),
@@ -347,6 +350,11 @@ fn outcomes(batch: &[PurgeItemRow], result: &DeleteResult) -> Vec<ItemOutcome> {
                 .iter()
                 .zip(named)
                 .map(|(r, msg)| match msg {
+                    Some(m) if resent => out(
+                        r,
+                        "unconfirmed",
+                        Some(format!("{m} (an earlier send of this batch got no answer)")),
+                    ),
                     Some(m) => out(r, "failed", Some(m)),
                     None if attributed => out(r, "deleted", None),
                     None => out(
@@ -379,6 +387,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         .and_then(|c| c.get("listed"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
+    let mut cp = job.checkpoint.clone().unwrap_or(Value::Null);
     if !planned_already {
         let (found, other_formats) = list_bin(ctx, &scope, &p).await?;
         listed = found.len() as u64;
@@ -396,9 +405,21 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             dry_run = p.dry_run,
             "recycle-bin purge planned"
         );
-        let cp = json!({"planned": true, "listed": listed, "batches": batches, "other_formats": other_formats});
+        cp = json!({
+            "planned": true,
+            "listed": listed,
+            "batches": batches,
+            "other_formats": other_formats,
+            "sent": [],
+        });
         ctx.store.purge_plan(job.id, &items, &cp).await?;
     }
+    // Batches an earlier attempt sent without recording the answer.
+    let sent_before: Vec<i64> = cp
+        .get("sent")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
 
     let mut last_trace = None;
     for (batch, rows) in ctx.store.purge_pending(job.id).await? {
@@ -411,11 +432,57 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
                 status: "trash".into(),
             })
             .collect();
-        let answer = ctx.api.delete_trashes(&items).await?;
-        let done = outcomes(&rows, &answer.result);
+        // Noted before sending, so that after a crash the answer to a repeat is read knowing
+        // the first send may have gone through.
+        if let Some(sent) = cp.get_mut("sent").and_then(Value::as_array_mut) {
+            if !sent.contains(&json!(batch)) {
+                sent.push(json!(batch));
+                ctx.store.checkpoint(job.id, &cp, None).await?;
+            }
+        }
+        let (answer, resent) = ctx.api.delete_trashes(&items).await?;
+        let resent = resent || sent_before.contains(&batch);
+        let done = outcomes(&rows, &answer.result, resent);
         ctx.store.purge_batch_done(job.id, batch, &done).await?;
-        tracing::info!(batch, items = rows.len(), "recycle-bin batch answered");
+        tracing::info!(
+            batch,
+            items = rows.len(),
+            resent,
+            "recycle-bin batch answered"
+        );
         last_trace = answer.trace_id;
+    }
+
+    // Items whose fate the answers left open: a fresh listing says whether they are gone.
+    let open_items = ctx.store.purge_items_with(job.id, "unconfirmed").await?;
+    if !open_items.is_empty() {
+        let (still, _) = list_bin(ctx, &scope, &p).await?;
+        let present: std::collections::HashSet<&str> =
+            still.iter().map(|f| f.item.uri.as_str()).collect();
+        let resolved: Vec<ItemOutcome> = open_items
+            .iter()
+            .map(|r| {
+                let was = r.message.clone().unwrap_or_default();
+                let (outcome, message) = if present.contains(r.uri.as_str()) {
+                    (
+                        "failed",
+                        format!("still in the recycle bin after the delete: {was}"),
+                    )
+                } else {
+                    (
+                        "deleted",
+                        format!("gone from the recycle bin (checked by a fresh listing): {was}"),
+                    )
+                };
+                ItemOutcome {
+                    uri: r.uri.clone(),
+                    item_id: r.item_id.clone(),
+                    outcome: outcome.into(),
+                    message: Some(message),
+                }
+            })
+            .collect();
+        ctx.store.purge_resolve(job.id, &resolved).await?;
     }
 
     let counts = ctx.store.purge_counts(job.id).await?;
@@ -509,7 +576,7 @@ mod tests {
             failed_num: 1,
             failed_messages: vec!["r/b: locked".into()],
         };
-        let o = outcomes(&batch, &res);
+        let o = outcomes(&batch, &res, false);
         let got: Vec<&str> = o.iter().map(|x| x.outcome.as_str()).collect();
         assert_eq!(got, ["deleted", "failed", "deleted"]);
         assert_eq!(o[1].message.as_deref(), Some("r/b: locked"));
@@ -519,12 +586,12 @@ mod tests {
             failed_num: 2,
             failed_messages: vec!["r/b: locked".into()],
         };
-        let got: Vec<String> = outcomes(&batch, &res)
+        let got: Vec<String> = outcomes(&batch, &res, false)
             .into_iter()
             .map(|x| x.outcome)
             .collect();
         assert_eq!(got, ["unconfirmed", "failed", "unconfirmed"]);
-        let got: Vec<String> = outcomes(&batch, &DeleteResult::Success)
+        let got: Vec<String> = outcomes(&batch, &DeleteResult::Success, false)
             .into_iter()
             .map(|x| x.outcome)
             .collect();

@@ -23,6 +23,12 @@ pub(crate) async fn apply(
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if fault.reset_after {
+        let _ = next.run(req).await;
+        let mut resp = Response::new(Body::empty());
+        resp.extensions_mut().insert(ResetConnection);
+        return resp;
+    }
     if fault.reset {
         let mut resp = Response::new(Body::empty());
         resp.extensions_mut().insert(ResetConnection);

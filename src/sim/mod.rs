@@ -359,7 +359,7 @@ impl Route {
 
 /// A fault applied to matching requests before any other check (so a fault
 /// also hits unauthenticated requests). Order: `delay_ms` first, then
-/// `reset`, else `malformed`, else `status`; `retry_after` adds a header to
+/// `reset_after`, else `reset`, else `malformed`, else `status`; `retry_after` adds a header to
 /// whatever is answered. A fault with only `delay_ms` serves the real
 /// response late.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -380,6 +380,9 @@ pub struct Fault {
     pub delay_ms: Option<u64>,
     /// Close the connection without any response.
     pub reset: bool,
+    /// Handle the request for real, then close the connection without the response (the
+    /// service acted, the client never hears of it).
+    pub reset_after: bool,
     /// Answer with a truncated, invalid JSON body: with `status` if given,
     /// else the route's success status (200; 201 for the IAM token route).
     pub malformed: bool,

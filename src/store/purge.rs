@@ -150,9 +150,44 @@ impl Store {
             .collect()
     }
 
-    /// Every recorded item of `job_id` (optionally only one outcome), by batch then uri.
+    /// Every recorded item of `job_id`, by batch then uri.
     pub async fn purge_items(&self, job_id: JobId) -> Result<Vec<PurgeItemRow>, Error> {
         self.purge_items_where(job_id, None).await
+    }
+
+    /// The items of `job_id` with one outcome.
+    pub async fn purge_items_with(
+        &self,
+        job_id: JobId,
+        outcome: &str,
+    ) -> Result<Vec<PurgeItemRow>, Error> {
+        self.purge_items_where(job_id, Some(outcome)).await
+    }
+
+    /// Settles unconfirmed items, in one transaction.
+    pub async fn purge_resolve(
+        &self,
+        job_id: JobId,
+        outcomes: &[ItemOutcome],
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for o in outcomes {
+            sqlx::query(
+                "UPDATE purge_items SET outcome = ?, message = ?, recorded_at = ? \
+                 WHERE job_id = ? AND item_id = ? AND uri = ? AND outcome = 'unconfirmed'",
+            )
+            .bind(&o.outcome)
+            .bind(&o.message)
+            .bind(now)
+            .bind(job_id)
+            .bind(&o.item_id)
+            .bind(&o.uri)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn purge_items_where(
