@@ -391,6 +391,9 @@ pub struct JobView {
     pub schedule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
+    /// For `purge_recycle_bin` jobs in `jobs show`: every item and what became of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_items: Option<Vec<crate::store::purge::PurgeItemRow>>,
 }
 
 /// One attempt as printed.
@@ -430,6 +433,7 @@ impl From<&JobRow> for JobView {
             idempotency_key: j.idempotency_key.clone(),
             schedule: j.schedule.clone(),
             attempt_log: None,
+            purge_items: None,
         }
     }
 }
@@ -553,6 +557,9 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
     let attempts = store.attempts(args.id).await?;
     let mut view = JobView::from(&job);
     view.attempt_log = Some(attempts.iter().map(AttemptView::from).collect());
+    if job.kind == crate::jobs::JobKind::PurgeRecycleBin.as_str() {
+        view.purge_items = Some(store.purge_items(job.id).await?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(0);
@@ -612,6 +619,25 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
                 &["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "NEXT IN", "ERROR"],
                 &rows
             )
+        );
+    }
+    if let Some(items) = view.purge_items.as_ref().filter(|i| !i.is_empty()) {
+        let rows: Vec<[String; 5]> = items
+            .iter()
+            .map(|i| {
+                [
+                    i.batch.map_or("-".into(), |b| b.to_string()),
+                    i.outcome.clone(),
+                    i.format.clone(),
+                    i.uri.clone(),
+                    i.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        println!();
+        print!(
+            "{}",
+            render_table(&["BATCH", "OUTCOME", "FORMAT", "URI", "MESSAGE"], &rows)
         );
     }
     Ok(0)

@@ -105,6 +105,24 @@ async fn dry_run_deletes_nothing_and_records_what_would_go() {
     assert_eq!(items.len(), 28);
     assert!(items.iter().all(|i| i.outcome == "would_delete"));
     assert!(items.iter().all(|i| i.batch.is_some()));
+
+    // What a user sees: `jobs show` lists every item with its batch and outcome.
+    let out = app.cli(&["jobs", "show", &id.to_string(), "--json"]);
+    let (stdout, stderr) = support::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let listed = v["purge_items"].as_array().unwrap();
+    assert_eq!(listed.len(), 28);
+    assert!(listed.iter().all(|i| i["outcome"] == "would_delete"));
+    let uris: std::collections::HashSet<&str> =
+        listed.iter().map(|i| i["uri"].as_str().unwrap()).collect();
+    assert!(before.iter().all(|e| uris.contains(e.uri.as_str())));
+    let out = app.cli(&["jobs", "show", &id.to_string()]);
+    let (stdout, _) = support::text(&out);
+    assert!(
+        stdout.contains("BATCH") && stdout.contains(&before[0].uri),
+        "{stdout}"
+    );
 }
 
 fn modified_ms(text: &str) -> i64 {
