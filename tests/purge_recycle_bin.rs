@@ -377,3 +377,57 @@ async fn a_lost_answer_is_settled_by_a_fresh_listing_not_guessed() {
         .iter()
         .all(|i| i.batch == Some(2) && i.outcome == "deleted"));
 }
+
+#[tokio::test]
+async fn a_restart_mid_purge_never_resends_confirmed_items() {
+    let mut app = app().await;
+    // The second batch is slow, so the process dies while it is under way.
+    app.sim.inject(Fault {
+        route: Route::TrashDelete,
+        delay_ms: Some(800),
+        skip: 1,
+        times: 1,
+        ..Fault::default()
+    });
+    let id = app.submit("purge_recycle_bin", json!({})).await;
+    app.start();
+    let deadline = std::time::Instant::now() + WAIT;
+    let first_batch = loop {
+        let items = app.store.purge_items(id).await.unwrap();
+        let done: Vec<String> = items
+            .iter()
+            .filter(|i| i.outcome == "deleted")
+            .map(|i| i.uri.clone())
+            .collect();
+        if !done.is_empty() {
+            break done;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "batch 1 never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(first_batch.len(), 10);
+    app.kill();
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    assert_eq!(job.result.unwrap()["deleted"], 28);
+    assert!(app.sim.trash_entries().is_empty());
+    let deleted = app.sim.deleted_uris();
+    assert!(counts(&deleted).values().all(|n| *n == 1));
+    let sent = counts(&app.sim.delete_requests())
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<HashMap<String, usize>>();
+    for uri in &first_batch {
+        assert_eq!(
+            sent.get(uri),
+            Some(&1),
+            "{uri} was sent again after the restart"
+        );
+    }
+}
