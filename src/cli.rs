@@ -55,9 +55,18 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Storage usage that storage_snapshot jobs record.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+    /// The audit archive that audit_mirror jobs fill: verify its hash chains, export it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Start the bundled simulator and the daemon against it in a temporary directory, run
     /// sample jobs, and print their outcomes.
     Demo(DemoArgs),
+    /// Benchmarks against the bundled simulator.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run the bundled CodeArts simulator alone (for trials and your own CI). Its control
     /// routes live under /__sim/ (faults, token expiry, recorded calls).
     Simulate(SimulateArgs),
@@ -65,7 +74,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
-    /// Job kind: remote_mirror.
+    /// Job kind: remote_mirror, purge_recycle_bin, storage_snapshot or audit_mirror.
     pub kind: String,
     /// A parameter as key=value; the value is read as JSON when it parses (123, true,
     /// ["a","b"]), else as a string. Repeat for each parameter.
@@ -115,11 +124,94 @@ pub enum ConfigCommand {
     Check,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Print the latest snapshot and the daily trend; `--svg` also draws the trend.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Only this repository (its usage and its trend); default the whole project.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Days of trend to show.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Also draw the trend as an SVG chart into this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every stream's SHA-256 chain; exits 1 naming the first broken link.
+    Verify(VerifyArgs),
+    /// Stream the archive (oldest archived first) as JSON Lines or CSV.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Export formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormatArg {
+    /// One JSON object per line: the record verbatim plus archive fields.
+    Jsonl,
+    /// A header row, then the archive fields and every audit field as columns.
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormatArg,
+    /// Only this repository id.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only records whose time is at or after this: YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS" (the
+    /// time as the API reports it).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Keep the temporary directory (database, config) and print its path.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Mirror N audit records from the simulator into a fresh archive; print records/s and
+    /// peak RSS. Run once per size: the peak is per process.
+    Audit(BenchAuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAuditArgs {
+    /// Audit records in the simulated log.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per page (1..=1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u32,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +233,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             crate::logging::init(format, "info,lapin=off");
             exit(simulate(args).await.map(|_| 0))
         }
+        Command::Bench(BenchCommand::Audit(args)) => {
+            crate::logging::init(format, "warn");
+            exit(bench_audit(args).await)
+        }
         command => {
             let cfg = match Config::load(&cli.config) {
                 Ok(c) => c,
@@ -159,7 +255,14 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Jobs(JobsCommand::List(args)) => exit(list(&cfg, args).await.map(|_| 0)),
                 Command::Jobs(JobsCommand::Show(args)) => exit(show(&cfg, args).await),
                 Command::Config(ConfigCommand::Check) => exit(check(&cfg)),
-                Command::Demo(_) | Command::Simulate(_) => unreachable!("handled above"),
+                Command::Storage(StorageCommand::Report(args)) => {
+                    exit(storage_report(&cfg, args).await)
+                }
+                Command::Audit(AuditCommand::Verify(args)) => exit(audit_verify(&cfg, args).await),
+                Command::Audit(AuditCommand::Export(args)) => exit(audit_export(&cfg, args).await),
+                Command::Demo(_) | Command::Simulate(_) | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -328,6 +431,9 @@ pub struct JobView {
     /// The submissions this job served (`jobs show`): its own, and any that joined it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<Vec<RequestView>>,
+    /// For `purge_recycle_bin` jobs in `jobs show`: every item and what became of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_items: Option<Vec<crate::store::purge::PurgeItemRow>>,
 }
 
 /// One submission served by a job.
@@ -377,6 +483,7 @@ impl From<&JobRow> for JobView {
             schedule: j.schedule.clone(),
             attempt_log: None,
             requests: None,
+            purge_items: None,
         }
     }
 }
@@ -512,6 +619,9 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             })
             .collect(),
     );
+    if job.kind == crate::jobs::JobKind::PurgeRecycleBin.as_str() {
+        view.purge_items = Some(store.purge_items(job.id).await?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(0);
@@ -577,6 +687,209 @@ async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             )
         );
     }
+    if let Some(items) = view.purge_items.as_ref().filter(|i| !i.is_empty()) {
+        let rows: Vec<[String; 5]> = items
+            .iter()
+            .map(|i| {
+                [
+                    i.batch.map_or("-".into(), |b| b.to_string()),
+                    i.outcome.clone(),
+                    i.format.clone(),
+                    i.uri.clone(),
+                    i.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        println!();
+        print!(
+            "{}",
+            render_table(&["BATCH", "OUTCOME", "FORMAT", "URI", "MESSAGE"], &rows)
+        );
+    }
+    Ok(0)
+}
+
+async fn storage_report(cfg: &Config, args: ReportArgs) -> anyhow::Result<u8> {
+    use crate::size::format_size;
+    if args.days == 0 {
+        eprintln!("error: --days must be at least 1");
+        return Ok(EXIT_INVALID);
+    }
+    let store = Store::open(&cfg.store).await?;
+    let snapshot = store.latest_snapshot().await?;
+    let trend = store
+        .storage_trend(args.repo.as_deref().unwrap_or(""), args.days)
+        .await?;
+    store.close().await;
+    let Some(snap) = snapshot else {
+        eprintln!("error: no storage snapshot yet; run a storage_snapshot job first");
+        return Ok(EXIT_INVALID);
+    };
+    let repos: Vec<_> = snap
+        .repos
+        .iter()
+        .filter(|r| args.repo.as_deref().is_none_or(|id| r.repo_id == id))
+        .collect();
+    if let Some(id) = &args.repo {
+        if repos.is_empty() && trend.is_empty() {
+            eprintln!("error: --repo {id}: not in the latest snapshot and no trend recorded");
+            return Ok(EXIT_INVALID);
+        }
+    }
+    if let Some(path) = &args.svg {
+        let title = match &args.repo {
+            Some(id) => format!("storage used: {id}"),
+            None => "storage used: whole project".to_string(),
+        };
+        crate::chart::trend_svg(&trend, &title, path)?;
+        eprintln!("trend chart written to {}", path.display());
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "snapshot": {
+                "id": snap.id,
+                "taken_at": rfc3339(snap.taken_at),
+                "total_bytes": snap.total_bytes,
+                "total_storage": snap.total_text,
+                "total_count": snap.total_count,
+            },
+            "repos": repos,
+            "trend": trend,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "snapshot {} taken {}: total {} ({} bytes, API: {:?}), {} files",
+        snap.id,
+        rfc3339(snap.taken_at),
+        format_size(snap.total_bytes.max(0) as u64),
+        snap.total_bytes,
+        snap.total_text,
+        snap.total_count.map_or("-".into(), |c| c.to_string())
+    );
+    let rows: Vec<[String; 5]> = repos
+        .iter()
+        .map(|r| {
+            [
+                r.repo_id.clone(),
+                r.format.clone().unwrap_or_default(),
+                r.used_bytes.to_string(),
+                r.used_text.clone(),
+                r.files_count.map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        render_table(
+            &["REPOSITORY", "FORMAT", "BYTES", "API SIZE", "FILES"],
+            &rows
+        )
+    );
+    let rows: Vec<[String; 4]> = trend
+        .iter()
+        .map(|t| {
+            [
+                t.day.clone(),
+                t.used_bytes.to_string(),
+                format_size(t.used_bytes.max(0) as u64),
+                t.files_count.map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    println!();
+    println!(
+        "trend ({}), last {} days:",
+        args.repo.as_deref().unwrap_or("whole project"),
+        args.days
+    );
+    print!(
+        "{}",
+        render_table(&["DAY", "BYTES", "SIZE", "FILES"], &rows)
+    );
+    Ok(0)
+}
+
+async fn audit_verify(cfg: &Config, args: VerifyArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&cfg.store).await?;
+    let v = store.verify_audit().await?;
+    store.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    match &v.broken {
+        None => {
+            if !args.json {
+                println!(
+                    "audit archive intact: {} records in {} streams",
+                    v.records, v.streams
+                );
+            }
+            Ok(0)
+        }
+        Some(b) => {
+            let at = match (&b.record_id, b.seq) {
+                (Some(id), Some(seq)) => format!("record {id} (archive seq {seq})"),
+                (None, Some(seq)) => format!("after archive seq {seq}"),
+                _ => "its head".to_string(),
+            };
+            eprintln!(
+                "error: audit archive broken: stream {}/{}: {at}: {} ({} records verified before it)",
+                b.module, b.repo, b.reason, v.records
+            );
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Checks `--since` and normalises it to the archive's `YYYY-MM-DD HH:MM:SS` form.
+pub fn parse_since(s: &str) -> Result<String, String> {
+    let t = s.trim().replace('T', " ");
+    if chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d").is_ok() {
+        return Ok(t);
+    }
+    if chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S").is_ok() {
+        return Ok(t);
+    }
+    Err(format!(
+        "--since {s:?}: expected YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\""
+    ))
+}
+
+async fn audit_export(cfg: &Config, args: ExportArgs) -> anyhow::Result<u8> {
+    use crate::store::archive::{ExportFilter, ExportFormat};
+    let since = match args.since.as_deref().map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let format = match args.format {
+        ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+        ExportFormatArg::Csv => ExportFormat::Csv,
+    };
+    let filter = ExportFilter {
+        repo: args.repo,
+        since,
+    };
+    let store = Store::open(&cfg.store).await?;
+    let n = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("--output {}: {e}", path.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            store.export_audit(&filter, format, &mut w).await?
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout());
+            store.export_audit(&filter, format, &mut w).await?
+        }
+    };
+    store.close().await;
+    eprintln!("exported {n} records");
     Ok(0)
 }
 
@@ -587,6 +900,37 @@ fn check(cfg: &Config) -> anyhow::Result<u8> {
         return Ok(EXIT_INVALID);
     }
     eprintln!("configuration is valid");
+    Ok(0)
+}
+
+async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
+    if args.records == 0 {
+        eprintln!("error: --records must be at least 1");
+        return Ok(EXIT_INVALID);
+    }
+    if !(1..=crate::jobs::audit_mirror::MAX_PAGE_SIZE).contains(&args.page_size) {
+        eprintln!(
+            "error: --page-size must be in 1..={}",
+            crate::jobs::audit_mirror::MAX_PAGE_SIZE
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let b = crate::bench::audit(args.records, args.page_size).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!(
+            "audit_mirror: {} records in {} pages of {} in {:.2} s = {:.0} records/s; peak RSS {}",
+            b.records,
+            b.pages,
+            b.page_size,
+            b.seconds,
+            b.records_per_second,
+            b.peak_rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
     Ok(0)
 }
 

@@ -61,6 +61,8 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub remote_mirror: RemoteMirrorConfig,
+    #[serde(default)]
+    pub purge_recycle_bin: PurgeConfig,
     /// Source-repository credential profiles for `remote_mirror`, by name.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialProfile>,
@@ -395,6 +397,20 @@ impl Default for RemoteMirrorConfig {
     }
 }
 
+/// `purge_recycle_bin` settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// Items sent in one `DELETE /cloudartifact/v5/trashes`.
+    pub batch_size: usize,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig { batch_size: 100 }
+    }
+}
+
 /// Source-repository credentials for a mirror, sent base64-encoded.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -635,6 +651,12 @@ impl Config {
                 "must be above zero",
             ));
         }
+        if !(1..=1000).contains(&self.purge_recycle_bin.batch_size) {
+            return Err(Error::invalid(
+                "purge_recycle_bin.batch_size",
+                "must be in 1..=1000",
+            ));
+        }
         for (name, profile) in &self.credentials {
             profile
                 .username
@@ -870,7 +892,7 @@ password = { env = "SOME_VAR" }
         let example = include_str!("../config/codearts-syncd.toml");
         let cfg = Config::from_toml_str(example, Path::new("/etc/codearts-syncd"))
             .expect("config/codearts-syncd.toml is valid");
-        assert_eq!(cfg.schedules.len(), 1);
+        assert_eq!(cfg.schedules.len(), 4);
         Config::from_toml_str(crate::demo::DEMO_CONFIG, Path::new("/tmp"))
             .expect("config/demo.toml is valid");
     }

@@ -1,7 +1,8 @@
 //! `demo`: the newcomer's first command. Starts the bundled simulator on an ephemeral loopback
-//! port and the daemon in a temporary directory with `config/demo.toml`, runs sample jobs —
-//! a mirror that succeeds, one that fails for good (404), one that succeeds after transient
-//! 500s — and prints the outcome table.
+//! port and the daemon in a temporary directory with `config/demo.toml`, runs sample jobs of
+//! every kind — a mirror that succeeds, one that fails for good (404), one that succeeds after
+//! transient 500s, a recycle-bin purge, a storage snapshot and an audit archive run — and prints
+//! the outcome table: jids and sync outcomes, items purged, bytes measured, records archived.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 pub async fn run(keep: bool) -> anyhow::Result<()> {
     let sim_cfg = SimConfig {
         sync_duration: Duration::from_millis(400),
+        audit_records: 5_000,
         ..SimConfig::default()
     };
     let sim = Simulator::new(sim_cfg.clone());
@@ -60,22 +62,40 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     });
     let samples = [
         (
+            "remote_mirror",
             "a mirror that succeeds",
             json!({"repository_id": 1, "force_fetch": true}),
         ),
         (
+            "remote_mirror",
             "a repository that does not exist (404)",
             json!({"repository_id": 404_404}),
         ),
         (
+            "remote_mirror",
             "a mirror that succeeds after two 500s",
             json!({"repository_id": 3}),
         ),
+        (
+            "purge_recycle_bin",
+            "empty the recycle bin of what is older than 30 days",
+            json!({"older_than": "30d"}),
+        ),
+        (
+            "storage_snapshot",
+            "measure storage: total, per repository, 7-day trend",
+            json!({}),
+        ),
+        (
+            "audit_mirror",
+            "archive every repository's audit log",
+            json!({}),
+        ),
     ];
     let mut ids = Vec::new();
-    for (what, params) in samples {
+    for (kind, what, params) in samples {
         let sub = Submission {
-            kind: "remote_mirror".into(),
+            kind: kind.into(),
             params,
             source: Source::Cli,
             key: None,
@@ -110,8 +130,23 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     for id in &ids {
         let job = store.get(*id).await?.context("a demo job vanished")?;
         let v = JobView::from(&job);
-        let outcome = match (&v.jid, &v.error_code) {
-            (Some(jid), _) if v.status == "succeeded" => {
+        let r = job.result.clone().unwrap_or_default();
+        let outcome = match (v.kind.as_str(), &v.jid, &v.error_code) {
+            ("purge_recycle_bin", _, None) => format!(
+                "{} items purged, {} failed, {} skipped",
+                r["deleted"], r["failed"], r["skipped"]
+            ),
+            ("storage_snapshot", _, None) => format!(
+                "{} bytes in total ({}), {} repositories measured",
+                r["total_bytes"],
+                r["total_storage"].as_str().unwrap_or("-"),
+                r["repos"]
+            ),
+            ("audit_mirror", _, None) => format!(
+                "{} audit records archived from {} repositories in {} pages",
+                r["records_archived"], r["streams"], r["pages_fetched"]
+            ),
+            (_, Some(jid), _) if v.status == "succeeded" => {
                 let sync = job
                     .result
                     .as_ref()
@@ -120,7 +155,9 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
                     .unwrap_or("-");
                 format!("jid {jid}, sync {sync}")
             }
-            (_, Some(code)) => format!("{code}: {}", v.error_msg.clone().unwrap_or_default()),
+            (_, _, Some(code)) => {
+                format!("{code}: {}", v.error_msg.clone().unwrap_or_default())
+            }
             _ => "-".to_string(),
         };
         rows.push([
@@ -138,7 +175,7 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     println!();
     print!(
         "{}",
-        render_table(&["ID", "KIND", "STATUS", "ATTEMPTS", "JID OR ERROR"], &rows)
+        render_table(&["ID", "KIND", "STATUS", "ATTEMPTS", "OUTCOME"], &rows)
     );
     println!();
     println!("{} jobs in {:.1}s", ids.len(), elapsed.as_secs_f64());

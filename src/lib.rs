@@ -16,9 +16,12 @@
 //! - [`api`]: the cloud client: IAM tokens, error decoding, one file per service.
 //! - [`jobs`]: one file per job kind: its parameters and its `run`.
 //! - [`sim`]: the bundled simulator of the cloud routes, with fault injection.
-//! - [`cli`], [`demo`], [`logging`]: the binary's glue.
+//! - [`cli`], [`demo`], [`bench`], [`logging`]: the binary's glue; [`chart`] draws the storage
+//!   trend.
 
 pub mod api;
+pub mod bench;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -5,6 +5,7 @@
 //! and resets are repeated a few times after a short pause. Everything else is returned as an
 //! [`Error`] for the engine to classify, so that job-level retries are persisted and visible.
 
+pub mod artifact;
 pub mod auth;
 pub mod error;
 pub mod repo;
@@ -66,6 +67,10 @@ pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// An earlier send of this request failed in transport (a reset, a timeout) before this
+    /// answer: the service may have acted on it already. Matters for calls that are not
+    /// idempotent in their answer, such as a trash delete.
+    pub maybe_resent: bool,
 }
 
 impl Response {
@@ -178,7 +183,10 @@ impl Client {
                     reauthenticated = true;
                 }
                 Ok(resp) if resp.status >= 400 => return Err(api_error(req, &resp)),
-                Ok(resp) => return Ok(resp),
+                Ok(mut resp) => {
+                    resp.maybe_resent = transport_failures > 0;
+                    return Ok(resp);
+                }
                 Err(e @ Error::Transport { .. }) if transport_failures < self.transport_retries => {
                     transport_failures += 1;
                     let pause = Duration::from_millis(100 * (1 << transport_failures.min(6)));
@@ -240,6 +248,7 @@ impl Client {
             status,
             headers,
             body,
+            maybe_resent: false,
         })
     }
 }

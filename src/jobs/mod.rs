@@ -2,7 +2,10 @@
 //! `run` function. Adding a kind is a variant here, its file, and one line in [`validate`] and
 //! [`run`]; the engine does not change.
 
+pub mod audit_mirror;
+pub mod purge_recycle_bin;
 pub mod remote_mirror;
+pub mod storage_snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,16 +21,27 @@ use crate::store::{ErrorInfo, JobRow, Store};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobKind {
     RemoteMirror,
+    PurgeRecycleBin,
+    StorageSnapshot,
+    AuditMirror,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 1] = [JobKind::RemoteMirror];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::RemoteMirror,
+        JobKind::PurgeRecycleBin,
+        JobKind::StorageSnapshot,
+        JobKind::AuditMirror,
+    ];
 
     /// The snake_case name used in messages, the store and the config.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::RemoteMirror => "remote_mirror",
+            JobKind::PurgeRecycleBin => "purge_recycle_bin",
+            JobKind::StorageSnapshot => "storage_snapshot",
+            JobKind::AuditMirror => "audit_mirror",
         }
     }
 
@@ -91,7 +105,53 @@ fn kind_of(v: &Value) -> &'static str {
 pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), ParamError> {
     match kind {
         JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
+        JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
+        JobKind::StorageSnapshot => storage_snapshot::validate(params, cfg),
+        JobKind::AuditMirror => audit_mirror::validate(params, cfg),
     }
+}
+
+/// The `{tenant_id}` and `{project_id}` of Artifact paths, or an error naming the missing key.
+pub fn artifact_scope(cfg: &Config) -> Result<api::artifact::Scope, ParamError> {
+    let need = |v: &Option<String>, key: &str| {
+        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            ParamError(format!(
+                "this job kind calls CodeArts Artifact, which needs `{key}` in the configuration"
+            ))
+        })
+    };
+    Ok(api::artifact::Scope {
+        tenant_id: need(&cfg.cloud.domain_id, "cloud.domain_id")?,
+        project_id: need(&cfg.cloud.codearts_project_id, "cloud.codearts_project_id")?,
+    })
+}
+
+/// Every active Artifact repository, all pages of the listing.
+pub async fn active_repositories(
+    ctx: &Ctx,
+    scope: &api::artifact::Scope,
+) -> Result<Vec<api::artifact::Repository>, RunError> {
+    const PAGE: u32 = 100;
+    let mut repos = Vec::new();
+    let mut page = 1;
+    loop {
+        let got = ctx
+            .api
+            .list_repositories(scope, false, page, PAGE)
+            .await?
+            .result;
+        let n = got.repositories.len();
+        repos.extend(
+            got.repositories
+                .into_iter()
+                .filter(|r| r.status.as_deref().is_none_or(|s| s == "active")),
+        );
+        if n < PAGE as usize || i64::from(page) * i64::from(PAGE) >= got.total {
+            break;
+        }
+        page += 1;
+    }
+    Ok(repos)
 }
 
 /// What a job run needs.
@@ -127,6 +187,9 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         .ok_or_else(|| RunError::Invalid(format!("unknown job kind {:?}", job.kind)))?;
     match kind {
         JobKind::RemoteMirror => remote_mirror::run(ctx, job).await,
+        JobKind::PurgeRecycleBin => purge_recycle_bin::run(ctx, job).await,
+        JobKind::StorageSnapshot => storage_snapshot::run(ctx, job).await,
+        JobKind::AuditMirror => audit_mirror::run(ctx, job).await,
     }
 }
 

@@ -9,6 +9,12 @@
 //! - `PUT /__sim/repos/{id}`: make a repository exist with a behaviour,
 //!   `{"forbidden": bool, "sync_fails": "msg", "sync_duration_ms": n}` (all optional)
 //! - `DELETE /__sim/repos/{id}`: remove a repository
+//! - `POST /__sim/audit/{module}/{repo}`: append audit records to a log,
+//!   `{"count": n}` now, or `{"count": n, "after_pages": k}` once the audit
+//!   route has answered k pages of that log (an append in the middle of a walk)
+//! - `PUT /__sim/trash-result`: `{"shape": "counts" | "legacy"}`, how the
+//!   trash delete answers `result`
+//! - `GET /__sim/trash`: the recycle bin's content
 //! - `GET /__sim/health`: `{"status": "ok"}`
 
 use std::sync::Arc;
@@ -31,6 +37,9 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/expire-tokens", post(expire_tokens))
         .route("/calls", get(calls))
         .route("/repos/{id}", put(set_repo).delete(remove_repo))
+        .route("/audit/{module}/{repo}", post(append_audit))
+        .route("/trash-result", put(set_trash_result))
+        .route("/trash", get(trash))
         .route("/health", get(health))
 }
 
@@ -106,6 +115,63 @@ async fn remove_repo(State(state): State<Arc<SimState>>, Path(id): Path<String>)
     };
     state.remove_repo(id);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Append {
+    count: u64,
+    #[serde(default)]
+    after_pages: Option<u64>,
+}
+
+async fn append_audit(
+    State(state): State<Arc<SimState>>,
+    Path((module, repo)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let a: Append = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return bad_request(&format!(
+                "expected {{\"count\": n[, \"after_pages\": k]}}: {e}"
+            ))
+        }
+    };
+    let mut inner = state.lock();
+    match a.after_pages {
+        None => inner.artifact.append_audit(&module, &repo, a.count),
+        Some(k) => inner.artifact.triggers.push(super::artifact::AuditTrigger {
+            module,
+            repo,
+            after_pages: k,
+            count: a.count,
+        }),
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrashResult {
+    shape: super::artifact::DeleteResultShape,
+}
+
+async fn set_trash_result(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<TrashResult>(&body) {
+        Ok(t) => {
+            state.lock().artifact.delete_shape = t.shape;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(&format!(
+            "expected {{\"shape\": \"counts\" | \"legacy\"}}: {e}"
+        )),
+    }
+}
+
+async fn trash(State(state): State<Arc<SimState>>) -> Response {
+    let entries = state.lock().artifact.trash_entries();
+    Json(entries).into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::state::SimState;
-use super::{error_response, iam, repo, Fault, ResetConnection, Route};
+use super::{artifact, error_response, iam, repo, Fault, ResetConnection, Route};
 
 /// Applies `fault`: the delay first, then a reset, a malformed body or an
 /// error status; a fault with none of those serves the real response.
@@ -22,6 +22,12 @@ pub(crate) async fn apply(
 ) -> Response {
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if fault.reset_after {
+        let _ = next.run(req).await;
+        let mut resp = Response::new(Body::empty());
+        resp.extensions_mut().insert(ResetConnection);
+        return resp;
     }
     if fault.reset {
         let mut resp = Response::new(Body::empty());
@@ -39,6 +45,15 @@ pub(crate) async fn apply(
     });
     let mut resp = if fault.malformed {
         malformed(state, route, status)
+    } else if let (Some(status), true) = (status, route.is_artifact()) {
+        let (default_code, default_msg) = documented_error(route, status);
+        artifact::art_error(
+            status,
+            (
+                fault.error_code.as_deref().unwrap_or(&default_code),
+                fault.error_msg.as_deref().unwrap_or(&default_msg),
+            ),
+        )
     } else if let Some(status) = status {
         let (default_code, default_msg) = documented_error(route, status);
         error_response(
@@ -64,6 +79,10 @@ fn documented_error(route: Route, status: StatusCode) -> (String, String) {
         (Route::MirrorStart | Route::MirrorShow, 401) => Some(repo::TOKEN_EXPIRED),
         (Route::MirrorStart | Route::MirrorShow, 403) => Some(repo::FORBIDDEN),
         (Route::MirrorStart | Route::MirrorShow, 404) => Some(repo::NOT_FOUND),
+        (r, 401) if r.is_artifact() => Some(artifact::BAD_TOKEN),
+        (r, 403) if r.is_artifact() => Some(artifact::NO_PERMISSION),
+        (r, 404) if r.is_artifact() => Some(artifact::NO_REPOSITORY),
+        (r, 500) if r.is_artifact() => Some(artifact::UNKNOWN_ERROR),
         _ => None,
     };
     match documented {
@@ -86,7 +105,7 @@ fn malformed(state: &SimState, route: Route, status: Option<StatusCode>) -> Resp
     let truncated = sample[..sample.len() / 2].to_string();
     let default_status = match route {
         Route::IamToken => StatusCode::CREATED,
-        Route::MirrorStart | Route::MirrorShow => StatusCode::OK,
+        _ => StatusCode::OK,
     };
     let mut resp = Response::new(Body::from(truncated));
     *resp.status_mut() = status.unwrap_or(default_status);
@@ -129,6 +148,41 @@ fn malformed_sample(route: Route) -> String {
             "last_update_at": "2024-01-15T08:30:00.000+08:00",
             "url": "https://github.com/example-org/project-1.git",
             "number_of_failures": 0
+        })
+        .to_string(),
+        Route::ArtifactRepoList => serde_json::json!({
+            "status": "success", "trace_id": "143006-1701221592150-283",
+            "result": {"total": 1, "repositories": [{"id": null, "name": "r", "format": "npm", "status": "trash"}]}
+        })
+        .to_string(),
+        Route::ArtifactRepoShow => serde_json::json!({
+            "status": "success", "trace_id": "143002-1701221877267-423",
+            "result": {"name": "r", "storageSummaryInfo": {"filesCount": 0, "usedSpace": "0 MB"}}
+        })
+        .to_string(),
+        Route::ArtifactFileTree => serde_json::json!({
+            "status": "success", "trace_id": "143002-1701223028671-441",
+            "result": {"children": [{"name": "1", "path": "r/1", "folder": true}], "total": "1"}
+        })
+        .to_string(),
+        Route::TrashDelete | Route::TrashRestore => serde_json::json!({
+            "status": "success", "trace_id": "143002-1701173929284-59",
+            "result": {"successNum": 2, "failedNum": 0, "failedMessages": []}
+        })
+        .to_string(),
+        Route::Storage => serde_json::json!({
+            "status": "success", "trace_id": "143006-1701220621380-265",
+            "result": {"totalStorage": "549.62 MB", "totalCount": 183}
+        })
+        .to_string(),
+        Route::StorageTrend => serde_json::json!({
+            "status": "success", "trace_id": "143006-1701222420819-287",
+            "result": [{"filesCount": 2, "usedSpaceLength": 1034390, "usedSpace": "1,010.15 KB", "summaryDate": "2023-11-22"}]
+        })
+        .to_string(),
+        Route::Audit => serde_json::json!({
+            "status": "success", "trace_id": "143002-1701222589443-431",
+            "result": {"auditInfoList": [{"id": "2271182", "module": "file", "operation": "upload"}], "total": 1}
         })
         .to_string(),
     }

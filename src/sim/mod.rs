@@ -25,11 +25,19 @@
 //! the same controls are exposed without authentication under `/__sim/`
 //! (faults, token expiry, recorded calls, repository behaviour, health).
 //!
-//! Adding a route (for example for CodeArts Artifact) takes a [`Route`]
+//! CodeArts Artifact (`/cloudartifact/v5/…`) is in `artifact.rs`: repository
+//! list and detail, recycle-bin file tree, delete and restore, storage usage and
+//! trend, audit logs, with seeded data (see [`SimConfig`]). Every route accepts
+//! a token or an AK/SK signature (`SDK-HMAC-SHA256`), verified in `aksk.rs` as
+//! the gateway does, before any handler runs.
+//!
+//! Adding a route takes a [`Route`]
 //! variant, its handler, one `.route(..)` line in `router` wrapped like the
 //! others, and the variant's arms in the matches of `faults.rs` (its
 //! documented error bodies, success status and a sample success body).
 
+mod aksk;
+pub mod artifact;
 mod control;
 mod faults;
 mod iam;
@@ -51,7 +59,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hyper::body::Incoming;
@@ -82,6 +90,22 @@ pub struct SimConfig {
     pub sync_duration: Duration,
     /// Repositories that exist from the start; any other id is 404 `CH.004404`.
     pub seed_repos: std::ops::RangeInclusive<u32>,
+    /// Account (domain) id: the `{tenant_id}` Artifact paths must carry.
+    pub domain_id: String,
+    /// CodeArts project id: the `{project_id}` Artifact paths must carry.
+    pub codearts_project_id: String,
+    /// Access key accepted in AK/SK signatures.
+    pub access_key: String,
+    /// Secret key the simulator verifies AK/SK signatures with.
+    pub secret_key: String,
+    /// Active Artifact repositories seeded (formats in turn from [`artifact::FORMATS`]).
+    pub artifact_repos: usize,
+    /// Repositories seeded in the recycle bin, after the active ones.
+    pub trashed_repos: usize,
+    /// Trashed files in every third active repository.
+    pub trash_files_per_repo: usize,
+    /// Audit records (module `file`) of the first active repository; the others get a few dozen.
+    pub audit_records: u64,
 }
 
 impl Default for SimConfig {
@@ -95,6 +119,14 @@ impl Default for SimConfig {
             token_ttl: Duration::from_secs(24 * 60 * 60),
             sync_duration: Duration::from_millis(500),
             seed_repos: 1..=100,
+            domain_id: "5a775fdcb14f4431b6c0015618140bc3".to_string(),
+            codearts_project_id: "a1b2c3d4e5f60718293a4b5c6d7e8f90".to_string(),
+            access_key: "HPUADEMOACCESSKEY000".to_string(),
+            secret_key: "demo-secret-key-0123456789".to_string(),
+            artifact_repos: 12,
+            trashed_repos: 4,
+            trash_files_per_repo: 6,
+            audit_records: 20_000,
         }
     }
 }
@@ -193,6 +225,86 @@ impl Simulator {
         self.state.lock().issued.clone()
     }
 
+    /// The recycle bin's content now.
+    pub fn trash_entries(&self) -> Vec<artifact::TrashEntry> {
+        self.state.lock().artifact.trash_entries()
+    }
+
+    /// Every item URI deleted for good, in order (each should appear once).
+    pub fn deleted_uris(&self) -> Vec<String> {
+        self.state.lock().artifact.deleted.clone()
+    }
+
+    /// Every item URI received by delete calls that reached the service, in order.
+    pub fn delete_requests(&self) -> Vec<String> {
+        self.state.lock().artifact.delete_requests.clone()
+    }
+
+    /// Deleting `uri` fails (reported in `failedMessages`) from now on.
+    pub fn lock_trash(&self, uri: &str) {
+        self.state.lock().artifact.locked.push(uri.to_string());
+    }
+
+    /// Chooses the shape of the trash delete's `result`.
+    pub fn set_delete_result_shape(&self, shape: artifact::DeleteResultShape) {
+        self.state.lock().artifact.delete_shape = shape;
+    }
+
+    /// Ids of the active Artifact repositories, in listing order.
+    pub fn artifact_repo_ids(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .artifact
+            .in_order()
+            .into_iter()
+            .filter(|r| r.status == "active")
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// `(repository id, exact bytes, usedSpace string)` of each active repository.
+    pub fn artifact_usage(&self) -> Vec<(String, u64, String)> {
+        self.state
+            .lock()
+            .artifact
+            .in_order()
+            .into_iter()
+            .filter(|r| r.status == "active")
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    r.used_bytes,
+                    artifact::human_size(r.used_bytes, "0 MB"),
+                )
+            })
+            .collect()
+    }
+
+    /// Appends `count` audit records to the log of (`module`, `repo`) now.
+    pub fn append_audit(&self, module: &str, repo: &str, count: u64) {
+        self.state.lock().artifact.append_audit(module, repo, count);
+    }
+
+    /// Appends `count` audit records to (`module`, `repo`) right after the audit route has
+    /// answered `after_pages` pages of that log: an append in the middle of a walk.
+    pub fn append_audit_after(&self, module: &str, repo: &str, after_pages: u64, count: u64) {
+        self.state
+            .lock()
+            .artifact
+            .triggers
+            .push(artifact::AuditTrigger {
+                module: module.to_string(),
+                repo: repo.to_string(),
+                after_pages,
+                count,
+            });
+    }
+
+    /// The ids of every record in the log of (`module`, `repo`), oldest first.
+    pub fn audit_ids(&self, module: &str, repo: &str) -> Vec<String> {
+        self.state.lock().artifact.audit_ids(module, repo)
+    }
+
     /// Successful (200) start calls for `repository_id`.
     pub fn mirror_starts(&self, repository_id: u32) -> usize {
         self.state
@@ -217,11 +329,37 @@ pub enum Route {
     MirrorStart,
     /// `GET /v4/repositories/{repository_id}/remote-mirror`
     MirrorShow,
+    /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/repositories`
+    ArtifactRepoList,
+    /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{repo_id}/repositories`
+    ArtifactRepoShow,
+    /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{repo_name}/file-tree`
+    ArtifactFileTree,
+    /// `DELETE /cloudartifact/v5/trashes`
+    TrashDelete,
+    /// `PUT /cloudartifact/v5/trashes`
+    TrashRestore,
+    /// `GET /cloudartifact/v5/storage`
+    Storage,
+    /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/storageinfo/statistic`
+    StorageTrend,
+    /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{module}/{repo}/audit`
+    Audit,
+}
+
+impl Route {
+    /// True for the CodeArts Artifact routes.
+    pub fn is_artifact(self) -> bool {
+        !matches!(
+            self,
+            Route::IamToken | Route::MirrorStart | Route::MirrorShow
+        )
+    }
 }
 
 /// A fault applied to matching requests before any other check (so a fault
 /// also hits unauthenticated requests). Order: `delay_ms` first, then
-/// `reset`, else `malformed`, else `status`; `retry_after` adds a header to
+/// `reset_after`, else `reset`, else `malformed`, else `status`; `retry_after` adds a header to
 /// whatever is answered. A fault with only `delay_ms` serves the real
 /// response late.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -242,11 +380,17 @@ pub struct Fault {
     pub delay_ms: Option<u64>,
     /// Close the connection without any response.
     pub reset: bool,
+    /// Handle the request for real, then close the connection without the response (the
+    /// service acted, the client never hears of it).
+    pub reset_after: bool,
     /// Answer with a truncated, invalid JSON body: with `status` if given,
     /// else the route's success status (200; 201 for the IAM token route).
     pub malformed: bool,
     /// How many matching requests it applies to; 0 means every one until cleared.
     pub times: u32,
+    /// Let this many matching requests through untouched before the fault applies (e.g. 1 to
+    /// fail the second batch of a purge).
+    pub skip: u32,
 }
 
 /// One request received on a simulated API route.
@@ -262,7 +406,8 @@ pub struct Call {
     /// The status answered; 0 if no response was sent (a `reset` fault, or
     /// the client went away before the answer).
     pub status: u16,
-    /// "token" (valid), "none" (no `X-Auth-Token`) or "invalid"; never the token.
+    /// "token" (valid), "aksk" (a verified signature), "none" (no `X-Auth-Token`),
+    /// "invalid" (a bad token) or "bad_signature"; never the token or key.
     pub auth: String,
     /// The Base64-decoded `username` of a start body, so tests can check the
     /// encoding. The password is never recorded.
@@ -310,6 +455,10 @@ pub(crate) fn error_response(status: StatusCode, code: &str, msg: &str) -> Respo
         .into_response()
 }
 
+/// Put on a request by [`intercept`] when its AK/SK signature verified.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AkSkVerified;
+
 /// Put on a response by a `reset` fault; the connection service turns it into
 /// an error so hyper closes the connection without writing anything.
 #[derive(Clone, Copy)]
@@ -340,6 +489,39 @@ fn router(state: Arc<SimState>) -> Router {
             repo::MIRROR_PATH,
             api(Route::MirrorStart, post(repo::start_mirror))
                 .merge(api(Route::MirrorShow, get(repo::show_mirror))),
+        )
+        // Path segments that hold different things in different routes share one name
+        // (`{a}`, `{b}`), as the router requires; handlers take them by position.
+        .route(
+            "/cloudartifact/v5/trashes",
+            api(Route::TrashDelete, delete(artifact::delete_trashes)).merge(api(
+                Route::TrashRestore,
+                axum::routing::put(artifact::restore_trashes),
+            )),
+        )
+        .route(
+            "/cloudartifact/v5/storage",
+            api(Route::Storage, get(artifact::show_storage)),
+        )
+        .route(
+            "/cloudartifact/v5/{tenant_id}/{project_id}/repositories",
+            api(Route::ArtifactRepoList, get(artifact::list_repositories)),
+        )
+        .route(
+            "/cloudartifact/v5/{tenant_id}/{project_id}/storageinfo/statistic",
+            api(Route::StorageTrend, get(artifact::storage_statistic)),
+        )
+        .route(
+            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/repositories",
+            api(Route::ArtifactRepoShow, get(artifact::show_repository)),
+        )
+        .route(
+            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/file-tree",
+            api(Route::ArtifactFileTree, get(artifact::file_tree)),
+        )
+        .route(
+            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/{b}/audit",
+            api(Route::Audit, get(artifact::audit)),
         )
         .nest("/__sim", control::router())
         .fallback(unknown_api)
@@ -379,7 +561,34 @@ async fn intercept(
     });
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let auth = ep.state.auth_kind(req.headers());
+    let mut auth = ep.state.auth_kind(req.headers());
+    // A signed request is verified here, before faults and handlers, as the gateway does.
+    // IAM's token call is not behind the gateway's AK/SK check.
+    let mut req = req;
+    let mut refused = None;
+    if ep.route != Route::IamToken && req.headers().contains_key("authorization") {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 12 * 1024 * 1024)
+            .await
+            .unwrap_or_default();
+        match aksk::verify(
+            &ep.state.cfg,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &bytes,
+        ) {
+            Ok(()) => auth = state::AuthKind::AkSk,
+            Err(why) => {
+                auth = state::AuthKind::BadSignature;
+                refused = Some(why);
+            }
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+        if auth == state::AuthKind::AkSk {
+            req.extensions_mut().insert(AkSkVerified);
+        }
+    }
     let index = ep.state.begin_call(Call {
         route: ep.route,
         method: method.clone(),
@@ -393,7 +602,14 @@ async fn intercept(
 
     let mut resp = match ep.state.take_fault(ep.route, repository_id) {
         Some(fault) => faults::apply(&ep.state, ep.route, fault, req, next).await,
-        None => next.run(req).await,
+        None => match refused {
+            Some(why) => error_response(
+                StatusCode::UNAUTHORIZED,
+                aksk::GATEWAY_AUTH_CODE,
+                &why.message(),
+            ),
+            None => next.run(req).await,
+        },
     };
 
     let status = if resp.extensions().get::<ResetConnection>().is_some() {

@@ -19,7 +19,8 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::state::{AuthKind, RunningSync, SimState};
-use super::{error_response, CallNote};
+use super::{error_response, AkSkVerified, CallNote};
+use axum::Extension;
 
 pub(crate) const MIRROR_PATH: &str = "/v4/repositories/{repository_id}/remote-mirror";
 
@@ -82,9 +83,10 @@ impl IntoResponse for Denied {
 fn check_access(
     state: &SimState,
     headers: &HeaderMap,
+    aksk: Option<Extension<AkSkVerified>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Result<u32, Denied> {
-    if state.auth_kind(headers) != AuthKind::Token {
+    if aksk.is_none() && state.auth_kind(headers) != AuthKind::Token {
         return Err(Denied::Unauthorized);
     }
     let id = params.ok().and_then(|p| {
@@ -117,9 +119,10 @@ pub(crate) async fn start_mirror(
     State(state): State<Arc<SimState>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
     headers: HeaderMap,
+    aksk: Option<Extension<AkSkVerified>>,
     body: Bytes,
 ) -> Response {
-    let id = match check_access(&state, &headers, params) {
+    let id = match check_access(&state, &headers, aksk, params) {
         Ok(id) => id,
         Err(denied) => return denied.into_response(),
     };
@@ -226,8 +229,9 @@ pub(crate) async fn show_mirror(
     State(state): State<Arc<SimState>>,
     params: Result<RawPathParams, RawPathParamsRejection>,
     headers: HeaderMap,
+    aksk: Option<Extension<AkSkVerified>>,
 ) -> Response {
-    let id = match check_access(&state, &headers, params) {
+    let id = match check_access(&state, &headers, aksk, params) {
         Ok(id) => id,
         Err(denied) => return denied.into_response(),
     };

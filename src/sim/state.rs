@@ -22,6 +22,10 @@ pub(crate) enum AuthKind {
     None,
     /// A token that is unknown, expired, revoked or not project-scoped.
     Invalid,
+    /// A verified AK/SK signature.
+    AkSk,
+    /// An AK/SK signature that did not verify.
+    BadSignature,
 }
 
 impl AuthKind {
@@ -30,6 +34,8 @@ impl AuthKind {
             AuthKind::Token => "token",
             AuthKind::None => "none",
             AuthKind::Invalid => "invalid",
+            AuthKind::AkSk => "aksk",
+            AuthKind::BadSignature => "bad_signature",
         }
     }
 }
@@ -45,6 +51,8 @@ pub(crate) struct TokenRecord {
 
 struct QueuedFault {
     fault: Fault,
+    /// Matching requests still to let through before the fault applies.
+    skip: u32,
     /// `None` for `times == 0`: applies until the queue is cleared.
     remaining: Option<u32>,
 }
@@ -149,6 +157,7 @@ pub(crate) struct Inner {
     /// Seeded repositories removed with `remove_repo`.
     removed: HashSet<u32>,
     pub(crate) starts: HashMap<u32, usize>,
+    pub(crate) artifact: super::artifact::ArtifactState,
 }
 
 pub(crate) struct SimState {
@@ -159,10 +168,15 @@ pub(crate) struct SimState {
 
 impl SimState {
     pub(crate) fn new(cfg: SimConfig) -> Self {
+        let created_at = Utc::now();
+        let inner = Inner {
+            artifact: super::artifact::ArtifactState::seed(&cfg, created_at),
+            ..Inner::default()
+        };
         SimState {
             cfg,
-            created_at: Utc::now(),
-            inner: Mutex::new(Inner::default()),
+            created_at,
+            inner: Mutex::new(inner),
         }
     }
 
@@ -188,7 +202,12 @@ impl SimState {
 
     pub(crate) fn push_fault(&self, fault: Fault) {
         let remaining = (fault.times > 0).then_some(fault.times);
-        self.lock().faults.push(QueuedFault { fault, remaining });
+        let skip = fault.skip;
+        self.lock().faults.push(QueuedFault {
+            fault,
+            skip,
+            remaining,
+        });
     }
 
     pub(crate) fn clear_faults(&self) {
@@ -203,6 +222,10 @@ impl SimState {
                 && (q.fault.repository_id.is_none() || q.fault.repository_id == repository_id)
         })?;
         let queued = &mut inner.faults[pos];
+        if queued.skip > 0 {
+            queued.skip -= 1;
+            return None;
+        }
         let fault = queued.fault.clone();
         if let Some(left) = queued.remaining.as_mut() {
             *left = left.saturating_sub(1);

@@ -1,9 +1,14 @@
-//! The SQLite store: pool setup, the job table and the attempts table. The only place with SQL.
+//! The SQLite store: pool setup, the job table and the attempts table; the Artifact job kinds'
+//! tables live in their own files ([`purge`], [`archive`], [`storage`]). The only place with SQL.
 //!
 //! Every state transition is a guarded `UPDATE … WHERE id = ? AND status = 'running'`; a write
 //! that affects no row means the job was not ours any more, and is reported as
 //! [`Error::LostOwnership`] instead of passing silently. Claiming is one statement, so two
 //! workers can never take the same job.
+
+pub mod archive;
+pub mod purge;
+pub mod storage;
 
 use std::path::Path;
 use std::str::FromStr;

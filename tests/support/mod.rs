@@ -75,7 +75,7 @@ pub struct TestApp {
     pub url: String,
     pub cfg: Arc<Config>,
     pub store: Store,
-    daemon: Option<(CancellationToken, JoinHandle<()>)>,
+    daemon: Option<(CancellationToken, JoinHandle<()>, tokio::task::AbortHandle)>,
 }
 
 /// Starts a simulator with `sim_cfg` and prepares a config (`extra` TOML appended) and a store.
@@ -105,6 +105,31 @@ pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
     }
 }
 
+/// The `[cloud.auth]` block of [`BASE_CONFIG`].
+const PASSWORD_AUTH: &str = r#"[cloud.auth]
+method = "password"
+domain_name = "demo-account"
+user_name = "demo-user"
+password = { file = "password" }"#;
+
+/// A test world whose daemon signs requests with AK/SK (`access_key`/`secret_key` files hold
+/// `sim_cfg`'s access key and `secret_key`, which a test may set wrong on purpose).
+pub async fn spawn_app_aksk(sim_cfg: SimConfig, secret_key: &str, extra: &str) -> TestApp {
+    let mut app = spawn_app_with(sim_cfg.clone(), extra).await;
+    std::fs::write(app.dir.path().join("access_key"), &sim_cfg.access_key).unwrap();
+    std::fs::write(app.dir.path().join("secret_key"), secret_key).unwrap();
+    let text = std::fs::read_to_string(app.config_path()).unwrap();
+    assert!(text.contains(PASSWORD_AUTH), "the base config's auth block");
+    let text = text.replace(
+        PASSWORD_AUTH,
+        "[cloud.auth]\nmethod = \"aksk\"\naccess_key = { file = \"access_key\" }\nsecret_key = { file = \"secret_key\" }",
+    );
+    std::fs::write(app.config_path(), text).unwrap();
+    let cfg = Config::load(&app.config_path()).expect("AK/SK test config is valid");
+    app.cfg = Arc::new(cfg);
+    app
+}
+
 /// A test world with the default simulator.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(
@@ -132,15 +157,17 @@ impl TestApp {
             self.store.clone(),
             cancel.clone(),
         ));
+        // Kept so that `kill` stops the daemon itself, not only the task waiting for it.
+        let daemon = handle.abort_handle();
         let handle = tokio::spawn(async move {
             handle.await.expect("daemon task").expect("daemon runs");
         });
-        self.daemon = Some((cancel, handle));
+        self.daemon = Some((cancel, handle, daemon));
     }
 
     /// Stops the daemon gracefully and waits for it.
     pub async fn stop(&mut self) {
-        if let Some((cancel, handle)) = self.daemon.take() {
+        if let Some((cancel, handle, _)) = self.daemon.take() {
             cancel.cancel();
             handle.await.expect("daemon stops cleanly");
         }
@@ -148,7 +175,8 @@ impl TestApp {
 
     /// Kills the daemon without any shutdown (as SIGKILL would): whatever it held stays as it was.
     pub fn kill(&mut self) {
-        if let Some((_, handle)) = self.daemon.take() {
+        if let Some((_, handle, daemon)) = self.daemon.take() {
+            daemon.abort();
             handle.abort();
         }
     }

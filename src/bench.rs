@@ -1,0 +1,133 @@
+//! `bench audit`: how fast an `audit_mirror` job archives a large audit log. Starts the bundled
+//! simulator with one repository holding `records` audit records, a fresh store in a temporary
+//! directory, and the daemon; runs one job that walks the whole log; prints records per second
+//! and the process's peak resident memory (VmHWM from /proc/self/status).
+//!
+//! The simulator runs in the same process and computes records from their position, so its
+//! memory does not grow with the log; peak RSS therefore shows what the walk itself holds. Run
+//! it once per size (a new process each time), since the peak is per process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingress::{self, Submission, Submitted};
+use crate::sim::{SimConfig, Simulator};
+use crate::store::Store;
+use crate::Source;
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditBench {
+    pub records: u64,
+    pub page_size: u32,
+    pub pages: u64,
+    pub seconds: f64,
+    pub records_per_second: f64,
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The process's peak resident set size in KiB (Linux), if readable.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Mirrors `records` audit records from a fresh simulator into a fresh archive.
+pub async fn audit(records: u64, page_size: u32) -> anyhow::Result<AuditBench> {
+    let sim_cfg = SimConfig {
+        artifact_repos: 1,
+        trashed_repos: 0,
+        audit_records: records,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(sim_cfg.clone());
+    let addr = sim
+        .spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the simulator")?;
+    let base = format!("http://{addr}");
+    let dir = tempfile::Builder::new()
+        .prefix("codearts-syncd-bench-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    std::fs::write(dir.path().join("demo-password"), &sim_cfg.password)?;
+    let mut cfg = Config::from_toml_str(crate::demo::DEMO_CONFIG, dir.path())?;
+    cfg.cloud.endpoints.iam = Some(base.clone());
+    cfg.cloud.endpoints.repo = Some(base.clone());
+    cfg.cloud.endpoints.artifact = Some(base);
+    cfg.http.request_timeout = Duration::from_secs(60);
+    let cfg = Arc::new(cfg);
+    let store = Store::open(&cfg.store).await?;
+    let repo = sim
+        .artifact_repo_ids()
+        .into_iter()
+        .next()
+        .context("the simulator has no repository")?;
+
+    let sub = Submission {
+        kind: "audit_mirror".into(),
+        params: json!({"repos": [repo], "page_size": page_size, "full": true}),
+        source: Source::Cli,
+        key: None,
+        schedule: None,
+    };
+    let id = match ingress::submit(&store, &cfg, sub).await? {
+        Submitted::Queued(id) => id,
+        other => anyhow::bail!("the benchmark job was not queued: {other:?}"),
+    };
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(crate::daemon::run_with_store(
+        cfg.clone(),
+        store.clone(),
+        cancel.clone(),
+    ));
+    let started = Instant::now();
+    let job = loop {
+        let job = store.get(id).await?.context("the benchmark job vanished")?;
+        if job.status().is_some_and(|s| s.is_final()) {
+            break job;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            anyhow::bail!("the benchmark job did not finish within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    cancel.cancel();
+    daemon.await.context("the daemon task failed")??;
+    if job.status != "succeeded" {
+        anyhow::bail!(
+            "the benchmark job ended {}: {}",
+            job.status,
+            job.error_msg.unwrap_or_default()
+        );
+    }
+    let result = job.result.unwrap_or_default();
+    let archived = result["records_archived"].as_u64().unwrap_or(0);
+    if archived != records {
+        anyhow::bail!("archived {archived} records, expected {records}");
+    }
+    // The job's own start and finish times: claim to settle, without the polling above.
+    let ms = match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) if f > s => (f - s) as f64,
+        _ => started.elapsed().as_millis() as f64,
+    };
+    let seconds = ms / 1000.0;
+    store.close().await;
+    sim.shutdown();
+    Ok(AuditBench {
+        records,
+        page_size,
+        pages: result["pages_fetched"].as_u64().unwrap_or(0),
+        seconds,
+        records_per_second: records as f64 / seconds,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}

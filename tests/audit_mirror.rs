@@ -1,0 +1,369 @@
+//! `audit_mirror` end to end: a complete, duplicate-free archive while records arrive mid-walk,
+//! incremental runs, resuming after a crash, tamper evidence (`audit verify`), `audit export`,
+//! and transient failures.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use codearts_syncd::sim::{Fault, Route, SimConfig};
+use serde_json::{json, Value};
+use support::{spawn_app_with, text, TestApp};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn app() -> TestApp {
+    spawn_app_with(SimConfig::default(), "").await
+}
+
+/// The big seeded log (20,000 records) and a small one.
+fn repos(app: &TestApp) -> (String, String) {
+    let ids = app.sim.artifact_repo_ids();
+    (ids[0].clone(), ids[1].clone())
+}
+
+async fn assert_archive_equals_log(app: &TestApp, repo: &str) -> usize {
+    let archived = app.store.audit_record_ids("file", repo).await.unwrap();
+    let log = app.sim.audit_ids("file", repo);
+    let unique: HashSet<&String> = archived.iter().collect();
+    assert_eq!(unique.len(), archived.len(), "duplicates in the archive");
+    let want: HashSet<&String> = log.iter().collect();
+    let missing: Vec<&&String> = want.difference(&unique).take(5).collect();
+    let extra: Vec<&&String> = unique.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "archive differs from the log: missing {missing:?}, extra {extra:?}"
+    );
+    archived.len()
+}
+
+#[tokio::test]
+async fn audit_walk_stays_complete_when_pages_shift() {
+    let mut app = app().await;
+    let (big, _) = repos(&app);
+    assert_eq!(app.sim.audit_ids("file", &big).len(), 20_000);
+    // 500 records arrive while the walk is under way, in two bursts.
+    app.sim.append_audit_after("file", &big, 40, 300);
+    app.sim.append_audit_after("file", &big, 150, 200);
+    let id = app
+        .submit("audit_mirror", json!({"repos": [big], "page_size": 100}))
+        .await;
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let r = job.result.unwrap();
+    assert_eq!(r["records_archived"], 20_500);
+    assert!(
+        r["passes"].as_u64().unwrap() >= 2,
+        "a catch-up pass ran: {r}"
+    );
+    assert_eq!(assert_archive_equals_log(&app, &big).await, 20_500);
+}
+
+#[tokio::test]
+async fn a_second_incremental_run_fetches_only_the_new_pages() {
+    let mut app = app().await;
+    let (_, small) = repos(&app);
+    let first = app
+        .submit("audit_mirror", json!({"repos": [small], "page_size": 10}))
+        .await;
+    app.start();
+    let job = app.wait_final(first, WAIT).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let before = app.sim.audit_ids("file", &small).len();
+    assert_eq!(job.result.unwrap()["records_archived"], before);
+
+    app.sim.append_audit("file", &small, 25);
+    let calls_before = app.sim.count(Route::Audit);
+    let second = app
+        .submit("audit_mirror", json!({"repos": [small], "page_size": 10}))
+        .await;
+    let job = app.wait_final(second, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let r = job.result.unwrap();
+    assert_eq!(r["records_archived"], 25);
+    // 25 new records at 10 a page: pages 1 and 2 are new, page 3 reaches the archive.
+    assert_eq!(r["pages_fetched"], 3);
+    assert_eq!(app.sim.count(Route::Audit) - calls_before, 3);
+    assert_eq!(assert_archive_equals_log(&app, &small).await, before + 25);
+
+    // `full` walks everything again and archives nothing twice.
+    let third = app
+        .submit(
+            "audit_mirror",
+            json!({"repos": [small], "page_size": 10, "full": true}),
+        )
+        .await;
+    app.start();
+    let job = app.wait_final(third, WAIT).await;
+    app.stop().await;
+    let r = job.result.unwrap();
+    assert_eq!(r["records_archived"], 0);
+    assert_eq!(
+        r["pages_fetched"].as_u64().unwrap() as usize,
+        (before + 25).div_ceil(10)
+    );
+}
+
+#[tokio::test]
+async fn every_active_repository_is_mirrored_by_default() {
+    let mut app = spawn_app_with(
+        SimConfig {
+            audit_records: 120,
+            ..SimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let id = app.submit("audit_mirror", json!({})).await;
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let ids = app.sim.artifact_repo_ids();
+    assert_eq!(job.result.unwrap()["streams"], ids.len());
+    for repo in &ids {
+        assert_archive_equals_log(&app, repo).await;
+    }
+}
+
+#[tokio::test]
+async fn a_walk_resumes_after_a_crash_without_gaps_or_duplicates() {
+    let mut app = app().await;
+    let (big, _) = repos(&app);
+    // Slow pages so the crash lands mid-walk.
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        delay_ms: Some(20),
+        ..Fault::default()
+    });
+    let id = app
+        .submit("audit_mirror", json!({"repos": [big], "page_size": 100}))
+        .await;
+    app.start();
+    app.wait_for(id, WAIT, |j| {
+        j.checkpoint
+            .as_ref()
+            .and_then(|c| c["pages"].as_u64())
+            .is_some_and(|p| p >= 30)
+    })
+    .await;
+    app.kill();
+    app.sim.clear_faults();
+    let calls_at_crash = app.sim.count(Route::Audit);
+    app.sim.append_audit("file", &big, 77);
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    assert_eq!(assert_archive_equals_log(&app, &big).await, 20_077);
+    // Resumed where it was: nowhere near a second full walk (200 pages).
+    let after = app.sim.count(Route::Audit) - calls_at_crash;
+    assert!(after < 190, "{after} pages after the restart");
+}
+
+async fn raw_pool(app: &TestApp) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", app.cfg.store.path.display()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tampering_with_an_archived_row_makes_audit_verify_fail_and_name_it() {
+    let mut app = app().await;
+    let (_, small) = repos(&app);
+    let id = app.submit("audit_mirror", json!({"repos": [small]})).await;
+    app.start();
+    app.wait_final(id, WAIT).await;
+    app.stop().await;
+
+    let out = app.cli(&["audit", "verify"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let n = app.sim.audit_ids("file", &small).len();
+    assert!(stdout.contains(&format!("{n} records")), "{stdout}");
+
+    // Change one word in the 11th archived record.
+    let pool = raw_pool(&app).await;
+    let (seq, record_id): (i64, String) =
+        sqlx::query_as("SELECT seq, record_id FROM audit_archive ORDER BY seq LIMIT 1 OFFSET 10")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"', '\"operation\":\"x') WHERE seq = ?")
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let out = app.cli(&["audit", "verify"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("record {record_id} (archive seq {seq})"))
+            && stderr.contains("altered"),
+        "{stderr}"
+    );
+    let out = app.cli(&["audit", "verify", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["broken"]["record_id"], record_id.as_str());
+
+    // Removing a row breaks the link of the row after it.
+    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"x', '\"operation\":\"') WHERE seq = ?")
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(app.cli(&["audit", "verify"]).status.success());
+    sqlx::query("DELETE FROM audit_archive WHERE seq = ?")
+        .bind(seq)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (next_id,): (String,) =
+        sqlx::query_as("SELECT record_id FROM audit_archive WHERE seq > ? ORDER BY seq LIMIT 1")
+            .bind(seq)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let out = app.cli(&["audit", "verify"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("record {next_id} ")) && stderr.contains("prev_hash"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn audit_export_streams_jsonl_and_csv_with_filters() {
+    let mut app = app().await;
+    let (_, small) = repos(&app);
+    let other = app.sim.artifact_repo_ids()[2].clone();
+    let id = app
+        .submit("audit_mirror", json!({"repos": [small, other]}))
+        .await;
+    app.start();
+    app.wait_final(id, WAIT).await;
+    app.stop().await;
+    let n_small = app.sim.audit_ids("file", &small).len();
+    let n_other = app.sim.audit_ids("file", &other).len();
+
+    let out = app.cli(&["audit", "export", "--format", "jsonl"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n_small + n_other);
+    assert!(lines
+        .iter()
+        .all(|l| l["record"]["id"].is_string() && l["hash"].as_str().unwrap().len() == 64));
+    let ids: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["record"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), lines.len());
+
+    let file = app.dir.path().join("small.csv");
+    let out = app.cli(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "--repo",
+        &small,
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let csv = std::fs::read_to_string(&file).unwrap();
+    let mut rows = csv.lines();
+    let header = rows.next().unwrap();
+    assert!(
+        header.starts_with("seq,archive_module,archive_repo,fetched_at,id,module,operation,time")
+    );
+    assert_eq!(rows.clone().count(), n_small);
+    assert!(rows.all(|r| r.contains(&small)));
+
+    // --since keeps the newer records: the simulator spaces records 7 s apart.
+    let all_times: Vec<String> = lines
+        .iter()
+        .map(|l| l["record"]["time"].as_str().unwrap().replace('/', "-"))
+        .collect();
+    let mut sorted = all_times.clone();
+    sorted.sort();
+    let mid = &sorted[sorted.len() / 2];
+    let out = app.cli(&["audit", "export", "--format", "jsonl", "--since", mid]);
+    let expected = all_times.iter().filter(|t| *t >= mid).count();
+    assert_eq!(text(&out).0.lines().count(), expected);
+
+    let out = app.cli(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--since",
+        "last week",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("--since"));
+}
+
+#[tokio::test]
+async fn audit_rides_out_token_expiry_429_and_resets() {
+    let mut app = app().await;
+    let (_, small) = repos(&app);
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        status: Some(429),
+        retry_after: Some(1),
+        skip: 2,
+        times: 1,
+        ..Fault::default()
+    });
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        reset: true,
+        skip: 1,
+        times: 1,
+        ..Fault::default()
+    });
+    let id = app
+        .submit("audit_mirror", json!({"repos": [small], "page_size": 5}))
+        .await;
+    app.start();
+    app.wait_for(id, WAIT, |j| j.attempts >= 1 && j.status == "queued")
+        .await;
+    app.sim.expire_tokens();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts[0].http_status, Some(429));
+    assert_eq!(attempts[0].retry_delay_ms, Some(1000));
+    assert_archive_equals_log(&app, &small).await;
+    assert!(app.cli(&["audit", "verify"]).status.success());
+}
+
+#[tokio::test]
+async fn bad_audit_parameters_are_rejected_naming_them() {
+    let app = app().await;
+    for (params, needle) in [
+        (json!({"module": "files"}), "module"),
+        (json!({"page_size": 0}), "page_size"),
+        (json!({"repos": []}), "repos"),
+        (json!({"since": "2024-01-01"}), "unknown parameter"),
+    ] {
+        match app.submit_raw("audit_mirror", params.clone(), None).await {
+            codearts_syncd::ingress::Submitted::Rejected { reason, .. } => {
+                assert!(reason.contains(needle), "{params}: {reason}")
+            }
+            other => panic!("{params} was not rejected: {other:?}"),
+        }
+    }
+}

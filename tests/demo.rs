@@ -1,0 +1,30 @@
+//! `demo` runs every job kind against the bundled simulator and prints their outcomes.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_every_job_kind_and_prints_outcomes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |kind: &str, needle: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.contains(kind))
+            .any(|l| l.contains(needle))
+    };
+    assert!(row("remote_mirror", "sync succeeded"), "{stdout}");
+    assert!(row("remote_mirror", "CH.004404"), "{stdout}");
+    assert!(row("purge_recycle_bin", "items purged"), "{stdout}");
+    assert!(row("storage_snapshot", "bytes in total"), "{stdout}");
+    assert!(row("audit_mirror", "audit records archived"), "{stdout}");
+    assert!(stdout.contains("6 jobs in"), "{stdout}");
+}
