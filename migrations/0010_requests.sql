@@ -18,6 +18,8 @@ INSERT INTO requests (job_id, source, idem_key, outcome, received_at)
     WHERE idempotency_key IS NOT NULL AND status <> 'rejected';
 
 DROP INDEX jobs_idempotency_key;
+-- Claiming: the most overdue jobs of one kind and status, read in index order.
+CREATE INDEX jobs_kind_due ON jobs (kind, status, next_run_at);
 -- Finding a queued job to join.
 CREATE INDEX jobs_coalesce ON jobs (kind, status, params) WHERE status = 'queued';
 

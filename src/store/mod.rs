@@ -341,20 +341,32 @@ impl Store {
         }
         let now = now_ms();
         // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
-        let caps = (0..limits.len())
-            .map(|i| format!("(?{}, ?{})", 3 + 2 * i, 4 + 2 * i))
+        // Each kind's candidates come from index range scans on (kind, status, next_run_at)
+        // capped at its limit, so a claim reads a few rows however long the queue is.
+        let per_kind = (0..limits.len())
+            .map(|i| {
+                let (k, cap) = (3 + 2 * i, 4 + 2 * i);
+                let scan = |status: &str| {
+                    format!(
+                        "SELECT * FROM (SELECT id, next_run_at FROM jobs \
+                         WHERE kind = ?{k} AND status = '{status}' AND next_run_at <= ?1 \
+                         ORDER BY next_run_at, id LIMIT ?{cap})"
+                    )
+                };
+                format!(
+                    "SELECT * FROM (SELECT id, next_run_at FROM ({} UNION ALL {}) \
+                     ORDER BY next_run_at, id LIMIT ?{cap})",
+                    scan("queued"),
+                    scan("following")
+                )
+            })
             .collect::<Vec<_>>()
-            .join(", ");
+            .join(" UNION ALL ");
         let sql = format!(
-            "WITH caps (kind, cap) AS (VALUES {caps}), \
-             due AS (SELECT j.id, j.next_run_at, c.cap, \
-                       ROW_NUMBER() OVER (PARTITION BY j.kind ORDER BY j.next_run_at, j.id) AS rn \
-                     FROM jobs j JOIN caps c ON c.kind = j.kind \
-                     WHERE j.status IN ('queued', 'following') AND j.next_run_at <= ?1) \
-             UPDATE jobs SET status = 'running', claimed_from = status, \
+            "UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \
                started_at = COALESCE(started_at, ?1), updated_at = ?1 \
-             WHERE id IN (SELECT id FROM due WHERE rn <= cap ORDER BY next_run_at, id LIMIT ?2) \
+             WHERE id IN (SELECT id FROM ({per_kind}) ORDER BY next_run_at, id LIMIT ?2) \
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
