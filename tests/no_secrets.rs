@@ -3,45 +3,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use codearts_syncd::config::LogFormat;
 use codearts_syncd::sim::{Fault, Route};
 use serde_json::json;
 use support::{spawn_app, UPSTREAM_PASSWORD};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn log_output_contains_no_password_secret_or_token() {
-    let capture = Capture::default();
-    codearts_syncd::logging::init_with_writer(
-        LogFormat::Json,
-        tracing_subscriber::EnvFilter::new("trace"),
-        capture.clone(),
-    );
+    let capture = support::capture_all_logs();
 
     let mut app = spawn_app().await;
     app.sim.inject(Fault {
@@ -83,7 +54,7 @@ async fn log_output_contains_no_password_secret_or_token() {
         .await;
     app.stop().await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(capture.contents()).unwrap();
     assert!(
         logs.lines().count() > 20,
         "the test captured the run's logs"

@@ -4,44 +4,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use codearts_syncd::config::LogFormat;
 use codearts_syncd::sim::SimConfig;
 use serde_json::json;
 use support::spawn_app_aksk;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn aksk_logs_contain_no_secret_key_or_signature() {
-    let capture = Capture::default();
-    codearts_syncd::logging::init_with_writer(
-        LogFormat::Json,
-        tracing_subscriber::EnvFilter::new("trace"),
-        capture.clone(),
-    );
+    let capture = support::capture_all_logs();
     let sim = SimConfig {
         audit_records: 50,
         sync_duration: Duration::from_millis(100),
@@ -65,7 +36,7 @@ async fn aksk_logs_contain_no_secret_key_or_signature() {
     }
     app.stop().await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = String::from_utf8(capture.contents()).unwrap();
     assert!(
         logs.lines().count() > 20,
         "the test captured the run's logs"

@@ -260,3 +260,43 @@ pub fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// Everything the global log subscriber writes, kept in memory.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// The log text so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// Installs the global subscriber at TRACE for everything, JSON lines, into memory. Call once
+/// per test binary (the subscriber is global).
+pub fn capture_all_logs() -> Capture {
+    let capture = Capture::default();
+    codearts_syncd::logging::init_with_writer(
+        codearts_syncd::config::LogFormat::Json,
+        tracing_subscriber::EnvFilter::new("trace"),
+        capture.clone(),
+    );
+    capture
+}
