@@ -468,6 +468,77 @@ async fn a_batch_claim_respects_the_overall_and_per_kind_limits() {
 }
 
 #[tokio::test]
+async fn a_batch_settle_writes_each_outcome_and_refuses_lost_jobs() {
+    let app = spawn_app().await;
+    let a = app
+        .submit("remote_mirror", json!({"repository_id": 1}))
+        .await;
+    let b = app
+        .submit("remote_mirror", json!({"repository_id": 2}))
+        .await;
+    let claimed = app
+        .store
+        .claim_batch(&[("remote_mirror", 2)])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let job_a = claimed.iter().find(|j| j.id == a).unwrap().clone();
+    let job_b = claimed.iter().find(|j| j.id == b).unwrap().clone();
+    // b is taken away (as start-up recovery of another process would) before the batch lands.
+    app.store
+        .settle(&job_b, &Transition::Interrupted)
+        .await
+        .unwrap();
+    let results = app
+        .store
+        .settle_many(&[
+            (
+                job_a.clone(),
+                Transition::Retry {
+                    error: codearts_syncd::store::ErrorInfo {
+                        http_status: Some(503),
+                        error_code: Some("CH.00503".into()),
+                        error_msg: "busy".into(),
+                        trace_id: None,
+                    },
+                    next_run_at: 0,
+                    delay_ms: 1234,
+                },
+            ),
+            (
+                job_b.clone(),
+                Transition::Succeeded {
+                    jid: Some("j".into()),
+                    trace_id: None,
+                    result: json!({}),
+                },
+            ),
+        ])
+        .await;
+    assert!(results[0].is_ok());
+    assert!(results[1]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains(&format!("job {b}")));
+    let row_a = app.job(a).await;
+    assert_eq!(row_a.status, "queued");
+    assert_eq!(row_a.error_code.as_deref(), Some("CH.00503"));
+    assert_eq!(row_a.http_status, Some(503));
+    let attempt = &app.attempts(a).await[0];
+    assert_eq!(attempt.outcome.as_deref(), Some("retry"));
+    assert_eq!(attempt.retry_delay_ms, Some(1234));
+    assert_eq!(attempt.error_msg.as_deref(), Some("busy"));
+    let row_b = app.job(b).await;
+    assert_eq!(row_b.status, "queued", "the lost job was not overwritten");
+    assert!(row_b.jid.is_none());
+    assert_eq!(
+        app.attempts(b).await[0].outcome.as_deref(),
+        Some("interrupted")
+    );
+}
+
+#[tokio::test]
 async fn two_claimers_never_take_the_same_job() {
     let app = spawn_app().await;
     for repo in 1..=40 {

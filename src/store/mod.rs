@@ -444,22 +444,18 @@ impl Store {
                     .collect()
             }
         };
-        let mut results = Vec::with_capacity(items.len());
-        for (job, t) in items {
-            match settle_in(&mut tx, job, t, now).await {
-                Ok(()) => results.push(Ok(())),
-                Err(Error::LostOwnership(id)) => results.push(Err(Error::LostOwnership(id))),
-                Err(e) => {
-                    // A failed statement: give up on the whole batch.
-                    let msg = e.to_string();
-                    drop(tx);
-                    return items
-                        .iter()
-                        .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
-                        .collect();
-                }
+        let results = match settle_rows(&mut tx, items, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A failed statement: give up on the whole batch.
+                let msg = e.to_string();
+                drop(tx);
+                return items
+                    .iter()
+                    .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
+                    .collect();
             }
-        }
+        };
         if let Err(e) = tx.commit().await {
             return items
                 .iter()
@@ -558,13 +554,21 @@ impl Store {
     }
 }
 
-/// Writes one outcome inside a transaction: the one place that moves a job out of `running`.
-async fn settle_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    job: &JobRow,
-    t: &Transition,
-    now: i64,
-) -> Result<(), Error> {
+/// The row values one outcome writes: the job's, and its attempt's.
+struct Plan<'a> {
+    status: &'a str,
+    outcome: &'static str,
+    next_run: Option<i64>,
+    err: Option<&'a ErrorInfo>,
+    delay: Option<i64>,
+    jid: Option<String>,
+    trace: Option<String>,
+    result: Option<String>,
+    checkpoint: Option<String>,
+    finished: Option<i64>,
+}
+
+fn plan<'a>(job: &'a JobRow, t: &'a Transition, now: i64) -> Plan<'a> {
     let (status, outcome, next_run, err, delay, jid, trace, result, checkpoint, finished) = match t
     {
         Transition::Succeeded {
@@ -641,6 +645,125 @@ async fn settle_in(
             None,
         ),
     };
+    Plan {
+        status,
+        outcome,
+        next_run,
+        err,
+        delay,
+        jid,
+        trace,
+        result,
+        checkpoint,
+        finished,
+    }
+}
+
+/// Writes a batch of outcomes with two statements, one for the jobs and one for their attempts
+/// (a statement per row costs a round trip to SQLite's worker thread each). Each job's update is
+/// guarded as in [`settle_in`]; a job no longer running gets [`Error::LostOwnership`].
+async fn settle_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    items: &[(JobRow, Transition)],
+    now: i64,
+) -> Result<Vec<Result<(), Error>>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; items.len()].join(", ");
+    let sql = format!(
+        "WITH v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
+                 checkpoint, finished) AS (VALUES {rows}) \
+         UPDATE jobs SET status = v.status, next_run_at = COALESCE(v.next_run, jobs.next_run_at), \
+           jid = COALESCE(v.jid, jobs.jid), trace_id = COALESCE(v.trace, jobs.trace_id), \
+           http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
+           result = COALESCE(v.result, jobs.result), \
+           checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
+           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = ? \
+         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
+    );
+    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    for ((job, _), p) in items.iter().zip(&plans) {
+        q = q
+            .bind(job.id)
+            .bind(p.status)
+            .bind(p.next_run)
+            .bind(p.jid.clone())
+            .bind(p.trace.clone())
+            .bind(p.err.and_then(|e| e.http_status).map(i64::from))
+            .bind(p.err.and_then(|e| e.error_code.clone()))
+            .bind(p.err.map(|e| e.error_msg.clone()))
+            .bind(p.result.clone())
+            .bind(p.checkpoint.clone())
+            .bind(p.finished);
+    }
+    // Positional parameters follow the text: the rows' values, then `updated_at`.
+    let settled: std::collections::HashSet<i64> = q
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    let attempts: Vec<_> = items
+        .iter()
+        .zip(&plans)
+        .filter(|((job, _), _)| !job.is_poll() && settled.contains(&job.id))
+        .collect();
+    if !attempts.is_empty() {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
+        let sql = format!(
+            "WITH v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
+               AS (VALUES {rows}) \
+             UPDATE attempts SET finished_at = ?, outcome = v.outcome, \
+               http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
+               retry_delay_ms = v.delay \
+             FROM v WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
+        );
+        let mut q = sqlx::query(&sql);
+        for ((job, _), p) in attempts {
+            q = q
+                .bind(job.id)
+                .bind(job.attempts)
+                .bind(p.outcome)
+                .bind(p.err.and_then(|e| e.http_status).map(i64::from))
+                .bind(p.err.and_then(|e| e.error_code.clone()))
+                .bind(p.err.map(|e| e.error_msg.clone()))
+                .bind(p.delay);
+        }
+        q.bind(now).execute(&mut **tx).await?;
+    }
+    Ok(items
+        .iter()
+        .map(|(job, _)| {
+            if settled.contains(&job.id) {
+                Ok(())
+            } else {
+                Err(Error::LostOwnership(job.id))
+            }
+        })
+        .collect())
+}
+
+/// Writes one outcome inside a transaction: the one place that moves a job out of `running`.
+async fn settle_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job: &JobRow,
+    t: &Transition,
+    now: i64,
+) -> Result<(), Error> {
+    let Plan {
+        status,
+        outcome,
+        next_run,
+        err,
+        delay,
+        jid,
+        trace,
+        result,
+        checkpoint,
+        finished,
+    } = plan(job, t, now);
     let http_status = err.and_then(|e| e.http_status).map(i64::from);
     let done = sqlx::query(
         "UPDATE jobs SET status = ?, next_run_at = COALESCE(?, next_run_at), \
