@@ -66,16 +66,14 @@ fn open<T: DeserializeOwned>(req: &Request, resp: &Response) -> Result<Traced<T>
             .is_ok_and(|s| s.status.as_deref() == Some("error")),
     };
     if is_error {
-        let d = super::error::decode_error_body(resp.status, &resp.body);
-        return Err(Error::Api {
-            method: req.method.to_string(),
-            path: req.path.clone(),
-            status: resp.status,
-            error_code: d.error_code,
-            error_msg: d.error_msg,
-            trace_id: d.trace_id.or_else(|| resp.request_id()),
-            retry_after: None,
-        });
+        // A 2xx whose envelope says error: the same error as an error status would be.
+        return Err(super::error::from_response(
+            req.method.as_str(),
+            &req.path,
+            resp.status,
+            &resp.headers,
+            &resp.body,
+        ));
     }
     let env = parsed?;
     Ok(Traced {

@@ -250,20 +250,7 @@ impl TokenSource {
             message: super::describe_reqwest_error(&e),
         })?;
         if status >= 400 {
-            let d = error::decode_error_body(status, &bytes);
-            let retry_after = headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(error::parse_retry_after);
-            let api = Error::Api {
-                method: "POST".into(),
-                path: path.into(),
-                status,
-                error_code: d.error_code,
-                error_msg: d.error_msg,
-                trace_id: d.trace_id,
-                retry_after,
-            };
+            let api = error::from_response("POST", path, status, &headers, &bytes);
             // Wrong credentials will not heal by retrying; an IAM outage will.
             return Err(if api.is_retryable() {
                 api

@@ -177,6 +177,30 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// The error an error response stands for: the API's code, message and trace id (or the
+/// gateway's `X-Request-Id`), and its `Retry-After`.
+pub fn from_response(
+    method: &str,
+    path: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> Error {
+    let d = decode_error_body(status, body);
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    Error::Api {
+        method: method.to_string(),
+        path: path.to_string(),
+        status,
+        error_code: d.error_code,
+        error_msg: d.error_msg,
+        trace_id: d
+            .trace_id
+            .or_else(|| header("x-request-id").map(str::to_string)),
+        retry_after: header("retry-after").and_then(parse_retry_after),
+    }
+}
+
 /// Parses `Retry-After`: delta-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();

@@ -254,21 +254,13 @@ impl Client {
 }
 
 fn api_error(req: &Request, resp: &Response) -> Error {
-    let d = error::decode_error_body(resp.status, &resp.body);
-    let retry_after = resp
-        .headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(error::parse_retry_after);
-    Error::Api {
-        method: req.method.to_string(),
-        path: req.path.clone(),
-        status: resp.status,
-        error_code: d.error_code,
-        error_msg: d.error_msg,
-        trace_id: d.trace_id.or_else(|| resp.request_id()),
-        retry_after,
-    }
+    error::from_response(
+        req.method.as_str(),
+        &req.path,
+        resp.status,
+        &resp.headers,
+        &resp.body,
+    )
 }
 
 /// A one-line description of a reqwest failure, with its cause chain but never a URL's secrets

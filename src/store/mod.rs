@@ -426,9 +426,10 @@ impl Store {
     /// Writes the outcome of a claimed job: the one place that moves a job out of `running`.
     pub async fn settle(&self, job: &JobRow, t: &Transition) -> Result<(), Error> {
         let mut tx = self.write_tx().await?;
-        settle_in(&mut tx, job, t, now_ms()).await?;
+        let items = [(job.clone(), t.clone())];
+        let result = settle_rows(&mut tx, &items, now_ms()).await?;
         tx.commit().await?;
-        Ok(())
+        result.into_iter().next().unwrap_or(Ok(()))
     }
 
     /// Settles several jobs in one transaction; each gets its own result (a job no longer
@@ -659,9 +660,9 @@ fn plan<'a>(job: &'a JobRow, t: &'a Transition, now: i64) -> Plan<'a> {
     }
 }
 
-/// Writes a batch of outcomes with two statements, one for the jobs and one for their attempts
-/// (a statement per row costs a round trip to SQLite's worker thread each). Each job's update is
-/// guarded as in [`settle_in`]; a job no longer running gets [`Error::LostOwnership`].
+/// Writes a batch of outcomes (one or many) with two statements, one for the jobs and one for
+/// their attempts: the one place that moves a job out of `running`. Each job's update is guarded
+/// by `status = 'running'`; a job no longer running gets [`Error::LostOwnership`].
 async fn settle_rows(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     items: &[(JobRow, Transition)],
@@ -745,58 +746,6 @@ async fn settle_rows(
         .collect())
 }
 
-/// Writes one outcome inside a transaction: the one place that moves a job out of `running`.
-async fn settle_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    job: &JobRow,
-    t: &Transition,
-    now: i64,
-) -> Result<(), Error> {
-    let Plan {
-        status,
-        outcome,
-        next_run,
-        err,
-        delay,
-        jid,
-        trace,
-        result,
-        checkpoint,
-        finished,
-    } = plan(job, t, now);
-    let http_status = err.and_then(|e| e.http_status).map(i64::from);
-    let done = sqlx::query(
-        "UPDATE jobs SET status = ?, next_run_at = COALESCE(?, next_run_at), \
-               jid = COALESCE(?, jid), trace_id = COALESCE(?, trace_id), \
-               http_status = ?, error_code = ?, error_msg = ?, \
-               result = COALESCE(?, result), checkpoint = COALESCE(?, checkpoint), \
-               finished_at = COALESCE(?, finished_at), updated_at = ? \
-             WHERE id = ? AND status = 'running'",
-    )
-    .bind(status)
-    .bind(next_run)
-    .bind(jid)
-    .bind(trace)
-    // The job shows the last attempt's error, none after a success; each attempt keeps its own.
-    .bind(http_status)
-    .bind(err.and_then(|e| e.error_code.clone()))
-    .bind(err.map(|e| e.error_msg.clone()))
-    .bind(result)
-    .bind(checkpoint)
-    .bind(finished)
-    .bind(now)
-    .bind(job.id)
-    .execute(&mut **tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::LostOwnership(job.id));
-    }
-    if !job.is_poll() {
-        close_attempt(tx, job, now, outcome, err, delay).await?;
-    }
-    Ok(())
-}
-
 fn clone_sql(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())
 }
@@ -877,31 +826,6 @@ async fn record_request(
     .bind(key)
     .bind(outcome)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn close_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    job: &JobRow,
-    now: i64,
-    outcome: &str,
-    err: Option<&ErrorInfo>,
-    delay_ms: Option<i64>,
-) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE attempts SET finished_at = ?, outcome = ?, http_status = ?, error_code = ?, \
-           error_msg = ?, retry_delay_ms = ? WHERE job_id = ? AND attempt = ?",
-    )
-    .bind(now)
-    .bind(outcome)
-    .bind(err.and_then(|e| e.http_status).map(i64::from))
-    .bind(err.and_then(|e| e.error_code.clone()))
-    .bind(err.map(|e| e.error_msg.clone()))
-    .bind(delay_ms)
-    .bind(job.id)
-    .bind(job.attempts)
     .execute(&mut **tx)
     .await?;
     Ok(())
