@@ -17,6 +17,9 @@ use crate::{rfc3339, Source, Status};
 pub const EXIT_INVALID: u8 = 2;
 /// Exit code for a failure to do the work: store, network, simulator.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when the store is damaged or from a newer version: restarting will not help
+/// (the systemd unit lists it in `RestartPreventExitStatus=`).
+pub const EXIT_STORE_UNUSABLE: u8 = 3;
 
 /// codearts-syncd: declared, retried, recorded jobs against Huawei Cloud CodeArts.
 ///

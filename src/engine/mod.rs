@@ -61,6 +61,8 @@ impl Engine {
             let free = self.cfg.concurrency.saturating_sub(tasks.len());
             // Claim in batches: one transaction for several jobs, not one per finished task.
             let min_batch = (self.cfg.concurrency / 4).max(1);
+            // While the store cannot write, claims are the probe that finds it writable again,
+            // made at most every MAX_STORE_PAUSE (see the wait below).
             if free > 0 && (free >= min_batch || tasks.is_empty()) {
                 let limits: Vec<(&str, usize)> = JobKind::ALL
                     .iter()
@@ -86,12 +88,14 @@ impl Engine {
                     }
                     Err(e) => {
                         store_failures += 1;
-                        tracing::error!(error = %e, "cannot claim jobs; will try again");
+                        if !e.is_transient() {
+                            tracing::error!(error = %e, "cannot claim jobs; will try again");
+                        }
                     }
                 }
             }
             let wait = if store_failures > 0 {
-                Duration::from_millis(100 * u64::from(store_failures.min(50)))
+                (Duration::from_millis(50) * 2u32.pow(store_failures.min(8))).min(MAX_STORE_PAUSE)
             } else if claimed {
                 Duration::ZERO
             } else {
@@ -238,28 +242,42 @@ async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, settler: Settler, job: Job
     let result = jobs::run(&ctx, &job).await;
     let t = transition(&policy, &ctx.config.engine, &job, result);
     log_transition(&job, &t);
-    let mut tries = 0;
+    settle_until_written(&ctx.store, &settler, &job, &t).await;
+    job.id
+}
+
+/// Writes an outcome, holding on to it while the store cannot write (a full disk, a busy lock):
+/// it is retried with a growing pause, capped at a few seconds, until it is written, so an
+/// outcome is never dropped while the process lives. Only a lost ownership (or a store error
+/// no retry can mend) ends the loop without writing; the row then stays `running` and start-up
+/// recovery re-queues it.
+async fn settle_until_written(store: &Store, settler: &Settler, job: &JobRow, t: &Transition) {
+    let mut pause = Duration::from_millis(50);
+    let mut first = true;
     loop {
-        let settled = if tries == 0 {
-            settler.settle(&job, &t).await
+        let settled = if first {
+            settler.settle(job, t).await
         } else {
-            ctx.store.settle(&job, &t).await
+            store.settle(job, t).await
         };
+        first = false;
         match settled {
-            Ok(()) => break,
-            Err(e) if e.is_busy() && tries < 10 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            Ok(()) => return,
+            Err(e) if e.is_transient() => {
+                // The store's health logs the condition once, then once a minute.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_STORE_PAUSE);
             }
             Err(e) => {
-                // The row stays `running`; start-up recovery re-queues it.
                 tracing::error!(error = %e, "cannot record the job's outcome");
-                break;
+                return;
             }
         }
     }
-    job.id
 }
+
+/// The longest pause between two tries of a write the store refused for a passing reason.
+const MAX_STORE_PAUSE: Duration = Duration::from_secs(2);
 
 /// The state change an attempt's result calls for.
 pub fn transition(

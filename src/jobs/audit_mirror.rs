@@ -281,7 +281,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             break;
         }
         let snapshot = serde_json::to_value(&cp).unwrap_or(Value::Null);
-        ctx.store.checkpoint(job.id, &snapshot, None).await?;
+        ctx.store.checkpoint(job.id, Some(&snapshot), None).await?;
     }
     Ok(Step::Done {
         jid: None,

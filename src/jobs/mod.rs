@@ -211,7 +211,7 @@ impl RunError {
         match self {
             RunError::Api(e) => e.is_retryable(),
             RunError::Invalid(_) => false,
-            RunError::Store(e) => e.is_busy(),
+            RunError::Store(e) => e.is_transient(),
         }
     }
 

@@ -437,7 +437,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         if let Some(sent) = cp.get_mut("sent").and_then(Value::as_array_mut) {
             if !sent.contains(&json!(batch)) {
                 sent.push(json!(batch));
-                ctx.store.checkpoint(job.id, &cp, None).await?;
+                ctx.store.checkpoint(job.id, Some(&cp), None).await?;
             }
         }
         let (answer, resent) = ctx.api.delete_trashes(&items).await?;

@@ -7,6 +7,7 @@
 //! workers can never take the same job.
 
 pub mod archive;
+pub mod health;
 pub mod purge;
 pub mod storage;
 
@@ -28,6 +29,15 @@ use crate::{now_ms, JobId, Source, Status};
 pub enum Error {
     #[error("cannot open store {path}: {source}")]
     Open { path: String, source: sqlx::Error },
+    /// A read-only command named a store that does not exist (it is never created for them).
+    #[error("no store at {path}: check store.path (or CODEARTS_SYNCD_STORE__PATH); read-only commands never create one")]
+    Missing { path: String },
+    /// The file is not a database, or SQLite found it damaged.
+    #[error("store {path} is damaged or not a SQLite database ({detail}); restore it from a backup or move it aside so a new one is created")]
+    Corrupt { path: String, detail: String },
+    /// The store was written by a newer version of codearts-syncd.
+    #[error("store {path} was written by a newer version of codearts-syncd (it has migration {version}, which this build does not know); run the newer version, or restore a backup made for this one")]
+    NewerVersion { path: String, version: i64 },
     #[error("cannot apply store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store query failed: {0}")]
@@ -37,20 +47,59 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the database was busy or locked: worth retrying later.
+    /// True when the database was busy or locked: worth retrying soon.
     pub fn is_busy(&self) -> bool {
+        self.message()
+            .is_some_and(|m| m.contains("locked") || m.contains("busy"))
+    }
+
+    /// True when the write may succeed later without anyone changing the configuration: busy
+    /// or locked, the disk or quota full, an I/O error. The daemon holds on to what it could
+    /// not write and tries again.
+    pub fn is_transient(&self) -> bool {
+        self.is_busy()
+            || self.message().is_some_and(|m| {
+                m.contains("full")
+                    || m.contains("disk i/o")
+                    || m.contains("unable to open")
+                    || m.contains("pool timed out")
+                    || m.contains("out of memory")
+            })
+            || matches!(
+                self,
+                Error::Sql(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+            )
+    }
+
+    /// True when the store can no longer be used as it is (damaged, or from a newer version):
+    /// restarting will not help.
+    pub fn is_unusable(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::NewerVersion { .. })
+    }
+
+    /// The database's own message, lower-cased, when there is one.
+    fn message(&self) -> Option<String> {
         match self {
-            Error::Sql(sqlx::Error::Database(e)) => {
-                let msg = e.message();
-                msg.contains("locked") || msg.contains("busy")
-            }
+            Error::Sql(sqlx::Error::Database(e)) => Some(e.message().to_ascii_lowercase()),
             // A batch's failure, passed on to each of its members.
-            Error::Sql(sqlx::Error::Protocol(msg)) => {
-                msg.contains("locked") || msg.contains("busy")
-            }
-            _ => false,
+            Error::Sql(sqlx::Error::Protocol(msg)) => Some(msg.to_ascii_lowercase()),
+            Error::Sql(sqlx::Error::Io(e)) => Some(e.to_string().to_ascii_lowercase()),
+            _ => None,
         }
     }
+}
+
+/// SQLite's primary result codes that say the file itself is unusable.
+fn corruption(e: &sqlx::Error) -> Option<String> {
+    if let sqlx::Error::Database(db) = e {
+        let code = db.code().unwrap_or_default();
+        // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26), possibly extended.
+        let primary = code.parse::<i64>().map(|c| c & 0xff).unwrap_or(-1);
+        if primary == 11 || primary == 26 {
+            return Some(db.message().to_string());
+        }
+    }
+    None
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -60,6 +109,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: SqlitePool,
     work: Arc<Notify>,
+    health: Arc<health::Health>,
 }
 
 /// A job as stored.
@@ -197,23 +247,50 @@ impl Store {
                 let _ = std::fs::create_dir_all(dir);
             }
         }
-        Self::open_path(&cfg.path, cfg.synchronous, cfg.busy_timeout).await
+        Self::open_with(&cfg.path, cfg.synchronous, cfg.busy_timeout, true).await
     }
 
-    /// Opens the database at `path`.
+    /// Opens an existing database for a command that only reads: a missing file is
+    /// [`Error::Missing`], never created.
+    pub async fn open_existing(cfg: &StoreConfig) -> Result<Store, Error> {
+        if !cfg.path.is_file() {
+            return Err(Error::Missing {
+                path: cfg.path.display().to_string(),
+            });
+        }
+        Self::open_with(&cfg.path, cfg.synchronous, cfg.busy_timeout, false).await
+    }
+
+    /// Opens the database at `path`, creating it if needed.
     pub async fn open_path(
         path: &Path,
         sync: Synchronous,
         busy_timeout: Duration,
     ) -> Result<Store, Error> {
+        Self::open_with(path, sync, busy_timeout, true).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        sync: Synchronous,
+        busy_timeout: Duration,
+        create: bool,
+    ) -> Result<Store, Error> {
         let url = format!("sqlite://{}", path.display());
-        let open_err = |source| Error::Open {
-            path: path.display().to_string(),
-            source,
+        let shown = path.display().to_string();
+        let open_err = |source: sqlx::Error| match corruption(&source) {
+            Some(detail) => Error::Corrupt {
+                path: shown.clone(),
+                detail,
+            },
+            None => Error::Open {
+                path: shown.clone(),
+                source,
+            },
         };
         let opts = SqliteConnectOptions::from_str(&url)
             .map_err(open_err)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match sync {
                 Synchronous::Normal => SqliteSynchronous::Normal,
@@ -223,13 +300,40 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A write that failed at COMMIT (a full disk, say) can leave sqlx believing a
+            // transaction is still open on the connection while SQLite already rolled it back;
+            // every later `BEGIN IMMEDIATE` on it would then fail. Such a connection is closed
+            // instead of being handed out again (the check is an atomic load; the pool has
+            // already flushed the connection's pending rollback when it was released).
+            .before_acquire(|conn, _meta| {
+                Box::pin(async move {
+                    let stuck = sqlx::Connection::is_in_transaction(conn);
+                    if stuck {
+                        tracing::warn!(
+                            "closing a store connection left inside a failed transaction"
+                        );
+                    }
+                    Ok(!stuck)
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(open_err)?;
-        MIGRATOR.run(&pool).await?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            pool.close().await;
+            return Err(match e {
+                sqlx::migrate::MigrateError::VersionMissing(version) => Error::NewerVersion {
+                    path: shown,
+                    version,
+                },
+                sqlx::migrate::MigrateError::Execute(source) => open_err(source),
+                other => Error::Migrate(other),
+            });
+        }
         Ok(Store {
             pool,
             work: Arc::new(Notify::new()),
+            health: Arc::new(health::Health::default()),
         })
     }
 
@@ -239,6 +343,21 @@ impl Store {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Whether the store can write, as its write paths last saw it.
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    /// Reports a write's result to [`Store::health`] and passes it on.
+    fn observe<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        match &r {
+            Ok(_) => self.health.ok(),
+            Err(e) if e.is_transient() => self.health.failed(e),
+            Err(_) => {}
+        }
+        r
+    }
+
     /// Resolves when new work was inserted in this process.
     pub async fn work_available(&self) {
         self.work.notified().await
@@ -246,9 +365,15 @@ impl Store {
 
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
     pub async fn insert(&self, job: &NewJob) -> Result<Inserted, Error> {
-        let mut tx = self.write_tx().await?;
-        let inserted = insert_in(&mut tx, job).await?;
-        tx.commit().await?;
+        let inserted = self.observe(
+            async {
+                let mut tx = self.write_tx().await?;
+                let inserted = insert_in(&mut tx, job).await?;
+                tx.commit().await?;
+                Ok(inserted)
+            }
+            .await,
+        )?;
         if matches!(inserted, Inserted::New(_)) {
             self.work.notify_one();
         }
@@ -258,12 +383,18 @@ impl Store {
     /// Inserts several jobs in one transaction: all are recorded, or none (one commit for a
     /// whole batch of deliveries, which is what makes persist-then-ack affordable).
     pub async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>, Error> {
-        let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(insert_in(&mut tx, job).await?);
-        }
-        tx.commit().await?;
+        let out = self.observe(
+            async {
+                let mut tx = self.write_tx().await?;
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    out.push(insert_in(&mut tx, job).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+            .await,
+        )?;
         if out.iter().any(|i| matches!(i, Inserted::New(_))) {
             self.work.notify_one();
         }
@@ -295,6 +426,11 @@ impl Store {
     /// Inserts a cron tick's job: `skipped` when a job of the same schedule is still active.
     /// Returns the insert and whether it was skipped.
     pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
+        let r = self.insert_scheduled_tx(job).await;
+        self.observe(r)
+    }
+
+    async fn insert_scheduled_tx(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
         let mut tx = self.write_tx().await?;
         let active: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE schedule = ? \
@@ -374,9 +510,15 @@ impl Store {
         for (kind, cap) in &limits {
             q = q.bind(*kind).bind(*cap as i64);
         }
-        let mut tx = self.write_tx().await?;
-        let rows = q.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        let rows = self.observe(
+            async {
+                let mut tx = self.write_tx().await?;
+                let rows = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            .await,
+        )?;
         let mut jobs = rows
             .iter()
             .map(job_from_row)
@@ -401,22 +543,26 @@ impl Store {
     }
 
     /// Saves progress of a running job (e.g. the jid right after a start call).
+    /// `None` clears it.
     pub async fn checkpoint(
         &self,
         id: JobId,
-        checkpoint: &serde_json::Value,
+        checkpoint: Option<&serde_json::Value>,
         jid: Option<&str>,
     ) -> Result<(), Error> {
-        let done = sqlx::query(
-            "UPDATE jobs SET checkpoint = ?, jid = COALESCE(?, jid), updated_at = ? \
-             WHERE id = ? AND status = 'running'",
-        )
-        .bind(checkpoint.to_string())
-        .bind(jid)
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done = self.observe(
+            sqlx::query(
+                "UPDATE jobs SET checkpoint = ?, jid = COALESCE(?, jid), updated_at = ? \
+                 WHERE id = ? AND status = 'running'",
+            )
+            .bind(checkpoint.map(|c| c.to_string()))
+            .bind(jid)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(Error::from),
+        )?;
         if done.rows_affected() == 0 {
             return Err(Error::LostOwnership(id));
         }
@@ -425,16 +571,24 @@ impl Store {
 
     /// Writes the outcome of a claimed job: the one place that moves a job out of `running`.
     pub async fn settle(&self, job: &JobRow, t: &Transition) -> Result<(), Error> {
-        let mut tx = self.write_tx().await?;
-        let items = [(job.clone(), t.clone())];
-        let result = settle_rows(&mut tx, &items, now_ms()).await?;
-        tx.commit().await?;
-        result.into_iter().next().unwrap_or(Ok(()))
+        self.settle_many(&[(job.clone(), t.clone())])
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
     /// Settles several jobs in one transaction; each gets its own result (a job no longer
     /// running fails alone). If the commit fails, every one fails.
     pub async fn settle_many(&self, items: &[(JobRow, Transition)]) -> Vec<Result<(), Error>> {
+        let results = self.settle_many_tx(items).await;
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            Some(e) if e.is_transient() => self.health.failed(e),
+            _ => self.health.ok(),
+        }
+        results
+    }
+
+    async fn settle_many_tx(&self, items: &[(JobRow, Transition)]) -> Vec<Result<(), Error>> {
         let now = now_ms();
         let mut tx = match self.write_tx().await {
             Ok(tx) => tx,
