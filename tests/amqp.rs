@@ -4,164 +4,17 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use codearts_syncd::config::AmqpConfig;
 use codearts_syncd::sim::{Fault, Route, SimConfig};
-use codearts_syncd::store::{JobRow, ListFilter, Store};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use codearts_syncd::store::{JobRow, Store};
 use serde_json::json;
-use support::{spawn_app_with, text, TestApp};
+use support::broker::{
+    acfg, all_jobs, amqp_app, cleanup, job_msg, publish_raw, queue_depth, wait_until,
+};
+use support::{text, TestApp};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// TOML for this test's own topology.
-fn amqp_toml(tag: &str) -> String {
-    format!(
-        r#"
-[amqp]
-url = "amqp://127.0.0.1:5672/%2f"
-exchange = "t-{tag}-ex"
-queue = "t-{tag}-q"
-dead_letter_exchange = "t-{tag}-dlx"
-dead_letter_queue = "t-{tag}-dead"
-leader_queue = "t-{tag}-leader"
-connection_name = "codearts-syncd-test-{tag}"
-prefetch = 200
-max_message_bytes = 4096
-reconnect_initial = "100ms"
-reconnect_max = "1s"
-"#
-    )
-}
-
-fn unique_tag() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
-async fn amqp_app(sim: SimConfig, extra: &str) -> (TestApp, String) {
-    let tag = unique_tag();
-    let app = spawn_app_with(sim, &format!("{}\n{extra}", amqp_toml(&tag))).await;
-    (app, tag)
-}
-
-fn acfg(app: &TestApp) -> AmqpConfig {
-    app.cfg.amqp.clone().expect("amqp configured")
-}
-
-async fn connection() -> Connection {
-    Connection::connect(
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio),
-    )
-    .await
-    .expect("RabbitMQ answers on 127.0.0.1:5672")
-}
-
-/// Publishes raw bodies (with an optional message id each) with confirms; declares the
-/// topology first so nothing is unroutable before the daemon starts.
-async fn publish_raw(cfg: &AmqpConfig, messages: &[(Vec<u8>, Option<String>)]) {
-    let conn = connection().await;
-    let ch = conn.create_channel().await.unwrap();
-    codearts_syncd::ingress::amqp::declare_topology(&ch, cfg)
-        .await
-        .unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::new();
-    for (body, id) in messages {
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"));
-        if let Some(id) = id {
-            props = props.with_message_id(ShortString::from(id.as_str()));
-        }
-        confirms.push(
-            ch.basic_publish(
-                &cfg.exchange,
-                &cfg.routing_key,
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for c in confirms {
-        assert!(c.await.unwrap().is_ack());
-    }
-    let _ = conn.close(200, "done").await;
-}
-
-fn job_msg(repo: u32, key: Option<&str>) -> Vec<u8> {
-    json!({"kind": "remote_mirror", "params": {"repository_id": repo, "follow": false}, "key": key})
-        .to_string()
-        .into_bytes()
-}
-
-async fn queue_depth(queue: &str) -> u32 {
-    let conn = connection().await;
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done").await;
-    q.message_count()
-}
-
-async fn cleanup(cfg: &AmqpConfig) {
-    let conn = connection().await;
-    let ch = conn.create_channel().await.unwrap();
-    for q in [&cfg.queue, &cfg.dead_letter_queue, &cfg.leader_queue] {
-        let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
-    }
-    for e in [&cfg.exchange, &cfg.dead_letter_exchange] {
-        let _ = ch
-            .exchange_delete(e, ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "done").await;
-}
-
-async fn all_jobs(store: &Store) -> Vec<JobRow> {
-    store
-        .list(&ListFilter {
-            kind: None,
-            status: None,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-}
-
-async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn many_repos() -> SimConfig {
     SimConfig {

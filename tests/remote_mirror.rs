@@ -220,7 +220,8 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
 #[tokio::test]
 async fn connection_reset_is_retried_and_succeeds() {
     let mut app = spawn_app().await;
-    // More resets than the in-call transport retries (2): one job-level retry is needed.
+    // A reset after the start was sent leaves its outcome unknown, so it is never re-sent
+    // within the call: each costs a job-level attempt, which reads the mirror state first.
     app.sim.inject(Fault {
         route: Route::MirrorStart,
         repository_id: Some(9),
@@ -235,7 +236,7 @@ async fn connection_reset_is_retried_and_succeeds() {
     let job = app.wait_final(id, WAIT).await;
     app.stop().await;
     assert_eq!(job.status, "succeeded", "{job:?}");
-    assert_eq!(job.attempts, 2);
+    assert_eq!(job.attempts, 4);
     let first = &app.attempts(id).await[0];
     assert_eq!(first.error_code.as_deref(), Some("TRANSPORT"));
     assert_eq!(app.sim.mirror_starts(9), 1);

@@ -241,6 +241,7 @@ impl TokenSource {
                 method: "POST".into(),
                 path: path.into(),
                 message: super::describe_reqwest_error(&e),
+                maybe_sent: !e.is_connect(),
             })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -248,6 +249,7 @@ impl TokenSource {
             method: "POST".into(),
             path: path.into(),
             message: super::describe_reqwest_error(&e),
+            maybe_sent: true,
         })?;
         if status >= 400 {
             let api = error::from_response("POST", path, status, &headers, &bytes);

@@ -31,6 +31,9 @@ pub enum Error {
         method: String,
         path: String,
         message: String,
+        /// The request may have reached the service (it failed after the connection was made:
+        /// a timeout, a reset): the service may have acted on it.
+        maybe_sent: bool,
     },
     /// A success status with a body that does not say what the API documents.
     #[error("{method} {path}: HTTP {status} with an unreadable body: {message}")]
@@ -61,6 +64,17 @@ impl Error {
         match self {
             Error::Api { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// True when the service may have acted on the request although no answer says so: a
+    /// transport failure after the request could have been sent, or a success status whose
+    /// body could not be read.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Transport { maybe_sent, .. } => *maybe_sent,
+            Error::Decode { status, .. } => *status < 300,
+            _ => false,
         }
     }
 
@@ -297,6 +311,7 @@ mod tests {
             method: "GET".into(),
             path: "/".into(),
             message: "connection reset".into(),
+            maybe_sent: true,
         };
         assert!(t.is_retryable());
         assert!(!Error::Auth("bad password".into()).is_retryable());

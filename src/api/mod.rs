@@ -40,6 +40,10 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     /// A JSON body, exactly as sent.
     pub body: Option<Vec<u8>>,
+    /// May be sent again after a transport failure that could have happened after the
+    /// service received it. False for calls that start remote work (a second send would start
+    /// it twice): those are re-sent only when the connection itself could not be made.
+    pub repeatable: bool,
 }
 
 impl Request {
@@ -51,7 +55,14 @@ impl Request {
             path: path.into(),
             query: Vec::new(),
             body: None,
+            repeatable: true,
         }
+    }
+
+    /// Marks the request as one that must not be re-sent once it may have reached the service.
+    pub fn unrepeatable(mut self) -> Request {
+        self.repeatable = false;
+        self
     }
 
     /// Adds a JSON body.
@@ -187,7 +198,10 @@ impl Client {
                     resp.maybe_resent = transport_failures > 0;
                     return Ok(resp);
                 }
-                Err(e @ Error::Transport { .. }) if transport_failures < self.transport_retries => {
+                Err(e @ Error::Transport { .. })
+                    if transport_failures < self.transport_retries
+                        && (req.repeatable || !e.outcome_unknown()) =>
+                {
                     transport_failures += 1;
                     let pause = Duration::from_millis(100 * (1 << transport_failures.min(6)));
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "transport failure; trying again");
@@ -232,6 +246,8 @@ impl Client {
             method: req.method.to_string(),
             path: req.path.clone(),
             message: describe_reqwest_error(&e),
+            // A failure to connect means nothing was sent.
+            maybe_sent: !e.is_connect(),
         };
         let resp = builder.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

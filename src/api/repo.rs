@@ -62,7 +62,9 @@ impl Client {
         struct Resp {
             jid: Option<String>,
         }
-        let req = Request::new(Service::Repo, Method::POST, mirror_path(repository_id)).json(body);
+        let req = Request::new(Service::Repo, Method::POST, mirror_path(repository_id))
+            .json(body)
+            .unrepeatable();
         let resp = self.call(&req).await?;
         let parsed: Resp = resp.json(&req)?;
         match parsed.jid.filter(|j| !j.is_empty()) {

@@ -54,6 +54,7 @@ impl Engine {
         let mut in_flight: HashMap<JobId, JobRow> = HashMap::new();
         let mut per_kind: HashMap<String, usize> = HashMap::new();
         let mut store_failures = 0u32;
+        let mut last_claim: Option<tokio::time::Instant> = None;
         let settler = Settler::spawn(self.ctx.store.clone());
 
         while !cancel.is_cancelled() {
@@ -61,9 +62,13 @@ impl Engine {
             let free = self.cfg.concurrency.saturating_sub(tasks.len());
             // Claim in batches: one transaction for several jobs, not one per finished task.
             let min_batch = (self.cfg.concurrency / 4).max(1);
-            // While the store cannot write, claims are the probe that finds it writable again,
-            // made at most every MAX_STORE_PAUSE (see the wait below).
-            if free > 0 && (free >= min_batch || tasks.is_empty()) {
+            // While the store cannot write (any write path saw a full disk, say), no new work
+            // is taken: a claim is made only as the probe that finds the store writable again,
+            // at most every MAX_STORE_PAUSE.
+            let store_down = store_failures > 0 || self.store().health().is_failing();
+            let probe_due = last_claim.is_none_or(|at| at.elapsed() >= MAX_STORE_PAUSE);
+            if free > 0 && (free >= min_batch || tasks.is_empty()) && (!store_down || probe_due) {
+                last_claim = Some(tokio::time::Instant::now());
                 let limits: Vec<(&str, usize)> = JobKind::ALL
                     .iter()
                     .map(|k| {
@@ -94,8 +99,8 @@ impl Engine {
                     }
                 }
             }
-            let wait = if store_failures > 0 {
-                (Duration::from_millis(50) * 2u32.pow(store_failures.min(8))).min(MAX_STORE_PAUSE)
+            let wait = if store_down {
+                MAX_STORE_PAUSE
             } else if claimed {
                 Duration::ZERO
             } else {
@@ -314,6 +319,7 @@ pub fn transition(
             // A transient failure while following costs a poll, not an attempt.
             let after = e
                 .retry_after()
+                .map(|d| policy.cap_retry_after(d))
                 .unwrap_or(engine.poll_interval.max(policy.initial_interval));
             tracing::warn!(error = %e, "poll failed; polling again later");
             Transition::Following {
@@ -330,11 +336,22 @@ pub fn transition(
                 ..*policy
             };
             match limited.decide(attempt, e.is_retryable(), e.retry_after()) {
-                Decision::RetryAfter(delay) => Transition::Retry {
-                    error: e.info(),
-                    next_run_at: now + delay.as_millis() as i64,
-                    delay_ms: delay.as_millis() as i64,
-                },
+                Decision::RetryAfter(delay) => {
+                    let mut error = e.info();
+                    if let Some(asked) = e.retry_after().filter(|a| *a > delay) {
+                        // Recorded on the attempt, so the shorter wait is not a mystery.
+                        error.error_msg.push_str(&format!(
+                            " [Retry-After asked for {}; waited the cap of {}]",
+                            humantime::format_duration(asked),
+                            humantime::format_duration(delay)
+                        ));
+                    }
+                    Transition::Retry {
+                        error,
+                        next_run_at: now + delay.as_millis() as i64,
+                        delay_ms: delay.as_millis() as i64,
+                    }
+                }
                 Decision::GiveUp => Transition::Failed {
                     error: e.info(),
                     result: None,

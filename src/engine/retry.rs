@@ -17,6 +17,8 @@ pub struct RetryPolicy {
     pub max_interval: Duration,
     pub randomization_factor: f64,
     pub max_attempts: u32,
+    /// The longest `Retry-After` obeyed; a longer one waits this long instead.
+    pub max_retry_after: Duration,
 }
 
 /// What to do after a failed attempt.
@@ -37,7 +39,13 @@ impl RetryPolicy {
             max_interval: c.max_interval,
             randomization_factor: c.randomization_factor,
             max_attempts: c.max_attempts,
+            max_retry_after: c.max_interval,
         }
+    }
+
+    /// The wait a `Retry-After` of `asked` buys: at most [`RetryPolicy::max_retry_after`].
+    pub fn cap_retry_after(&self, asked: Duration) -> Duration {
+        asked.min(self.max_retry_after)
     }
 
     /// The computed delay after failed attempt number `attempt` (1-based): the backoff crate's
@@ -65,7 +73,11 @@ impl RetryPolicy {
         if !retryable || attempt >= self.max_attempts {
             return Decision::GiveUp;
         }
-        Decision::RetryAfter(retry_after.unwrap_or_else(|| self.delay(attempt)))
+        Decision::RetryAfter(
+            retry_after
+                .map(|d| self.cap_retry_after(d))
+                .unwrap_or_else(|| self.delay(attempt)),
+        )
     }
 }
 
@@ -80,6 +92,7 @@ mod tests {
             max_interval: Duration::from_millis(1000),
             randomization_factor,
             max_attempts: 5,
+            max_retry_after: Duration::from_secs(60),
         }
     }
 
@@ -117,6 +130,15 @@ mod tests {
         assert_eq!(
             p.decide(2, true, None),
             Decision::RetryAfter(Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let p = policy(0.0);
+        assert_eq!(
+            p.decide(1, true, Some(Duration::from_secs(99_999))),
+            Decision::RetryAfter(Duration::from_secs(60))
         );
     }
 

@@ -410,11 +410,13 @@ impl Session<'_> {
             match self.settle_batch(&ch, batch).await {
                 Ok(()) => store_failures = 0,
                 Err(BatchError::Store) => {
+                    // Back off, capped low so that consuming resumes soon after the store can
+                    // write again; meanwhile the deliveries wait in the broker.
                     store_failures += 1;
-                    let pause = Duration::from_millis(100 * 2u64.pow(store_failures.min(8)));
+                    let pause = Duration::from_millis(50 * 2u64.pow(store_failures.min(6)));
                     tokio::select! {
                         _ = self.cancel.cancelled() => break Ok(()),
-                        _ = tokio::time::sleep(pause.min(Duration::from_secs(30))) => {}
+                        _ = tokio::time::sleep(pause.min(Duration::from_secs(2))) => {}
                     }
                 }
                 Err(BatchError::Broker(e)) => break Err(lost(e)),
@@ -446,7 +448,10 @@ impl Session<'_> {
         let results = match submit_many(self.store, &prepared).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, deliveries = batch.len(), "cannot store deliveries; returning them to the broker");
+                // A passing condition (a full disk) is logged once by the store's health.
+                if !e.is_transient() {
+                    tracing::error!(error = %e, deliveries = batch.len(), "cannot store deliveries; returning them to the broker");
+                }
                 ch.basic_nack(
                     last_tag,
                     BasicNackOptions {

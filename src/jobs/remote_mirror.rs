@@ -52,12 +52,53 @@ fn yes() -> bool {
 /// Progress kept between polls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Checkpoint {
-    jid: String,
+    /// The sync's jid; `None` when the start's answer was lost (the sync was found through the
+    /// mirror state instead, and no API looks a jid up).
+    jid: Option<String>,
     started_at: i64,
     deadline: i64,
     baseline: MirrorState,
     polls: u64,
+    /// True when the start's answer was lost and this sync was found in the mirror state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    answer_lost: bool,
 }
+
+/// Written just before the start call, so that an attempt whose answer never arrives (a
+/// timeout, a reset, a shutdown or a crash in the middle) leaves a trace for the next one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Starting {
+    /// When the start was sent.
+    at: i64,
+    /// The mirror state read just before it.
+    baseline: MirrorState,
+}
+
+/// What a job's checkpoint holds.
+enum Progress {
+    /// A start was sent and no answer says what became of it.
+    Starting(Starting),
+    /// A sync is being followed.
+    Following(Checkpoint),
+}
+
+impl Progress {
+    fn from_value(v: &Value) -> Result<Progress, RunError> {
+        let unreadable =
+            |e: serde_json::Error| RunError::Invalid(format!("unreadable checkpoint: {e}"));
+        match v.get("starting") {
+            Some(s) => Ok(Progress::Starting(
+                serde_json::from_value(s.clone()).map_err(unreadable)?,
+            )),
+            None => Ok(Progress::Following(
+                serde_json::from_value(v.clone()).map_err(unreadable)?,
+            )),
+        }
+    }
+}
+
+/// The longest `follow_timeout` accepted: a sync still unfinished after a week is not followed.
+pub const MAX_FOLLOW_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Parses and checks parameters against the configuration.
 pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
@@ -86,6 +127,13 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
             "parameter `follow_timeout`: must be above zero".into(),
         ));
     }
+    if let Some(t) = p.follow_timeout.filter(|t| *t > MAX_FOLLOW_TIMEOUT) {
+        return Err(ParamError(format!(
+            "parameter `follow_timeout`: {} is above the maximum of {}",
+            humantime::format_duration(t),
+            humantime::format_duration(MAX_FOLLOW_TIMEOUT)
+        )));
+    }
     Ok(p)
 }
 
@@ -95,46 +143,108 @@ pub fn validate(params: &Value, cfg: &Config) -> Result<(), ParamError> {
 }
 
 /// Starts the sync, or polls it when the job already holds a checkpoint.
+///
+/// At most one sync per start, even when an answer is lost: the start is preceded by a
+/// `starting` checkpoint. An attempt that finds one did not learn what became of the previous
+/// start, so it reads the mirror state first and, if the state moved since the baseline taken
+/// before that start (a timestamp, the failure counter, the last error or `update_status`
+/// changed), follows that sync instead of starting another. Only a state that shows nothing at
+/// all leads to a new start.
 pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
     let p = parse(&job.params, &ctx.config).map_err(|e| RunError::Invalid(e.0))?;
     let poll_every = ctx.config.remote_mirror.poll_interval;
-    if let Some(cp) = job.checkpoint.as_ref() {
-        let cp: Checkpoint = serde_json::from_value(cp.clone())
-            .map_err(|e| RunError::Invalid(format!("unreadable checkpoint: {e}")))?;
-        return poll(ctx, &p, cp, poll_every).await;
-    }
-
-    let baseline = if p.follow {
-        Some(ctx.api.show_mirror(p.repository_id).await?)
-    } else {
-        None
+    let timeout = p
+        .follow_timeout
+        .unwrap_or(ctx.config.remote_mirror.follow_timeout);
+    let progress = match job.checkpoint.as_ref().filter(|v| !v.is_null()) {
+        Some(v) => Some(Progress::from_value(v)?),
+        None => None,
+    };
+    let baseline = match progress {
+        Some(Progress::Following(cp)) => return poll(ctx, &p, cp, poll_every).await,
+        Some(Progress::Starting(prev)) => {
+            let state = ctx.api.show_mirror(p.repository_id).await?;
+            if sync_began(&prev.baseline, &state) {
+                tracing::warn!(
+                    repository_id = p.repository_id,
+                    "the previous start's answer was lost and the mirror state shows a sync \
+                     since: following it instead of starting another (its jid is unknown)"
+                );
+                if !p.follow {
+                    return Ok(Step::Done {
+                        jid: None,
+                        trace_id: None,
+                        result: json!({"jid": null, "sync": "not_followed", "start_answer": "lost"}),
+                    });
+                }
+                let cp = Checkpoint {
+                    jid: None,
+                    started_at: prev.at,
+                    deadline: prev.at + timeout.as_millis() as i64,
+                    baseline: prev.baseline,
+                    polls: 0,
+                    answer_lost: true,
+                };
+                return Ok(judge(cp, state, poll_every));
+            }
+            tracing::info!(
+                repository_id = p.repository_id,
+                "the previous start's answer was lost and the mirror state shows no sync since: \
+                 starting one"
+            );
+            state
+        }
+        None => ctx.api.show_mirror(p.repository_id).await?,
     };
     let body = start_body(ctx, &p)?;
     let started_at = now_ms();
-    let started = ctx.api.start_mirror(p.repository_id, &body).await?;
+    let starting = Starting {
+        at: started_at,
+        baseline: baseline.clone(),
+    };
+    ctx.store
+        .checkpoint(job.id, Some(&json!({ "starting": starting })), None)
+        .await?;
+    let started = match ctx.api.start_mirror(p.repository_id, &body).await {
+        Ok(started) => started,
+        Err(e) => {
+            if !e.outcome_unknown() {
+                // An answer says the service did not start a sync: nothing to look for later.
+                ctx.store.checkpoint(job.id, None, None).await?;
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(jid = %started.jid, repository_id = p.repository_id, "remote mirror sync started");
-    let Some(baseline) = baseline else {
+    if !p.follow {
         return Ok(Step::Done {
             jid: Some(started.jid.clone()),
             trace_id: started.request_id,
             result: json!({"jid": started.jid, "sync": "not_followed"}),
         });
-    };
-    let timeout = p
-        .follow_timeout
-        .unwrap_or(ctx.config.remote_mirror.follow_timeout);
+    }
     let cp = Checkpoint {
-        jid: started.jid.clone(),
+        jid: Some(started.jid.clone()),
         started_at,
         deadline: started_at + timeout.as_millis() as i64,
         baseline,
         polls: 0,
+        answer_lost: false,
     };
     Ok(Step::Follow {
         jid: Some(started.jid),
         checkpoint: serde_json::to_value(&cp).unwrap_or(Value::Null),
         after: poll_every,
     })
+}
+
+/// True when the mirror state moved since `baseline` in any way: evidence that a sync began.
+fn sync_began(baseline: &MirrorState, now: &MirrorState) -> bool {
+    now.last_update_at != baseline.last_update_at
+        || now.last_successful_update_at != baseline.last_successful_update_at
+        || now.number_of_failures != baseline.number_of_failures
+        || now.last_error != baseline.last_error
+        || now.update_status != baseline.update_status
 }
 
 fn start_body(ctx: &Ctx, p: &Params) -> Result<StartMirror, RunError> {
@@ -167,14 +277,20 @@ fn start_body(ctx: &Ctx, p: &Params) -> Result<StartMirror, RunError> {
 async fn poll(
     ctx: &Ctx,
     p: &Params,
-    mut cp: Checkpoint,
+    cp: Checkpoint,
     poll_every: Duration,
 ) -> Result<Step, RunError> {
-    cp.polls += 1;
     // A transient failure here costs a poll, not an attempt: the engine polls again later.
     let state = ctx.api.show_mirror(p.repository_id).await?;
+    Ok(judge(cp, state, poll_every))
+}
+
+/// Decides from one reading of the mirror state: done, failed, unknown past the deadline, or
+/// look again after `poll_every`.
+fn judge(mut cp: Checkpoint, state: MirrorState, poll_every: Duration) -> Step {
+    cp.polls += 1;
     let result = |sync: &str| {
-        json!({
+        let mut r = json!({
             "jid": cp.jid,
             "sync": sync,
             "update_status": state.update_status,
@@ -183,16 +299,21 @@ async fn poll(
             "number_of_failures": state.number_of_failures,
             "last_error": state.last_error,
             "polls": cp.polls,
-        })
+        });
+        if cp.answer_lost {
+            r["start_answer"] = json!("lost");
+        }
+        r
     };
+    let jid = cp.jid.as_deref().unwrap_or("unknown");
     match decide(&cp.baseline, &state) {
         Outcome::Succeeded => {
-            tracing::info!(jid = %cp.jid, update_status = ?state.update_status, "remote mirror sync succeeded");
-            Ok(Step::Done {
-                jid: Some(cp.jid.clone()),
+            tracing::info!(jid, update_status = ?state.update_status, "remote mirror sync succeeded");
+            Step::Done {
+                jid: cp.jid.clone(),
                 trace_id: None,
                 result: result("succeeded"),
-            })
+            }
         }
         Outcome::Failed => {
             let msg = state
@@ -205,19 +326,19 @@ async fn poll(
                         state.update_status.as_deref().unwrap_or("")
                     )
                 });
-            tracing::warn!(jid = %cp.jid, error = %msg, "remote mirror sync failed");
-            Ok(Step::Fail {
+            tracing::warn!(jid, error = %msg, "remote mirror sync failed");
+            Step::Fail {
                 error: ErrorInfo {
                     error_code: Some("SYNC_FAILED".into()),
                     error_msg: msg,
                     ..Default::default()
                 },
                 result: result("failed"),
-            })
+            }
         }
         Outcome::Pending if now_ms() >= cp.deadline => {
             let secs = (cp.deadline - cp.started_at) / 1000;
-            Ok(Step::Fail {
+            Step::Fail {
                 error: ErrorInfo {
                     error_code: Some("SYNC_OUTCOME_UNKNOWN".into()),
                     error_msg: format!(
@@ -226,17 +347,13 @@ async fn poll(
                     ..Default::default()
                 },
                 result: result("unknown"),
-            })
+            }
         }
-        Outcome::Pending => Ok(follow_again(cp, poll_every)),
-    }
-}
-
-fn follow_again(cp: Checkpoint, after: Duration) -> Step {
-    Step::Follow {
-        jid: Some(cp.jid.clone()),
-        checkpoint: serde_json::to_value(&cp).unwrap_or(Value::Null),
-        after,
+        Outcome::Pending => Step::Follow {
+            jid: cp.jid.clone(),
+            checkpoint: serde_json::to_value(&cp).unwrap_or(Value::Null),
+            after: poll_every,
+        },
     }
 }
 

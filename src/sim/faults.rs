@@ -23,6 +23,12 @@ pub(crate) async fn apply(
     if let Some(ms) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if let Some(ms) = fault.delay_after_ms {
+        // The service acts at once; its answer comes late (past a client's timeout, say).
+        let resp = next.run(req).await;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return resp;
+    }
     if fault.reset_after {
         let _ = next.run(req).await;
         let mut resp = Response::new(Body::empty());

@@ -359,7 +359,7 @@ impl Route {
 
 /// A fault applied to matching requests before any other check (so a fault
 /// also hits unauthenticated requests). Order: `delay_ms` first, then
-/// `reset_after`, else `reset`, else `malformed`, else `status`; `retry_after` adds a header to
+/// `delay_after_ms`, else `reset_after`, else `reset`, else `malformed`, else `status`; `retry_after` adds a header to
 /// whatever is answered. A fault with only `delay_ms` serves the real
 /// response late.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -378,6 +378,9 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     /// Wait this long before answering or applying the rest of the fault.
     pub delay_ms: Option<u64>,
+    /// Handle the request for real at once, then wait this long before sending the answer (a
+    /// client that gives up first never learns that the service acted).
+    pub delay_after_ms: Option<u64>,
     /// Close the connection without any response.
     pub reset: bool,
     /// Handle the request for real, then close the connection without the response (the

@@ -2,6 +2,8 @@
 //! temporary directory, and its own daemon, and talks to them as a user would.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
