@@ -99,10 +99,10 @@ pub enum JobsCommand {
 #[derive(Args, Debug)]
 pub struct ListArgs {
     /// Only this kind.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::jobs::JobKind::names()))]
     pub kind: Option<String>,
-    /// Only this status: queued, running, following, succeeded, failed, rejected, skipped.
-    #[arg(long)]
+    /// Only this status.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Status::ALL.map(Status::as_str)))]
     pub status: Option<String>,
     /// At most this many jobs (0 = all).
     #[arg(long, default_value_t = 50)]
@@ -248,6 +248,14 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID);
                 }
             };
+            // The daemon starts only with a configuration `config check` accepts: a secret
+            // that does not resolve is refused here, by key, not by every job it would fail.
+            if matches!(command, Command::Run) {
+                if let Err(e) = cfg.check_all() {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+            }
             crate::logging::init(
                 cli.log_format.unwrap_or(cfg.logging.format),
                 "info,lapin=off",
@@ -275,8 +283,8 @@ fn exit(r: anyhow::Result<u8>) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -507,15 +515,7 @@ impl From<&AttemptRow> for AttemptView {
 }
 
 async fn list(cfg: &Config, args: ListArgs) -> anyhow::Result<()> {
-    if let Some(s) = &args.status {
-        if Status::parse(s).is_none() {
-            anyhow::bail!(
-                "--status {s:?}: unknown status (known: {})",
-                Status::ALL.map(|s| s.as_str()).join(", ")
-            );
-        }
-    }
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_existing(&cfg.store).await?;
     let jobs = store
         .list(&ListFilter {
             kind: args.kind,
@@ -602,7 +602,7 @@ pub fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) ->
 }
 
 async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_existing(&cfg.store).await?;
     let Some(job) = store.get(args.id).await? else {
         eprintln!("error: no job {}", args.id);
         return Ok(EXIT_INVALID);
@@ -718,7 +718,7 @@ async fn storage_report(cfg: &Config, args: ReportArgs) -> anyhow::Result<u8> {
         eprintln!("error: --days must be at least 1");
         return Ok(EXIT_INVALID);
     }
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_existing(&cfg.store).await?;
     let snapshot = store.latest_snapshot().await?;
     let trend = store
         .storage_trend(args.repo.as_deref().unwrap_or(""), args.days)
@@ -816,11 +816,19 @@ async fn storage_report(cfg: &Config, args: ReportArgs) -> anyhow::Result<u8> {
 }
 
 async fn audit_verify(cfg: &Config, args: VerifyArgs) -> anyhow::Result<u8> {
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_existing(&cfg.store).await?;
     let v = store.verify_audit().await?;
     store.close().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    // "intact, 0 records" would pass a check that verified nothing.
+    if v.records == 0 && v.broken.is_none() {
+        eprintln!(
+            "error: no audit records archived yet in {}; nothing to verify (run an audit_mirror job first)",
+            cfg.store.path.display()
+        );
+        return Ok(EXIT_FAILURE);
     }
     match &v.broken {
         None => {
@@ -878,7 +886,7 @@ async fn audit_export(cfg: &Config, args: ExportArgs) -> anyhow::Result<u8> {
         repo: args.repo,
         since,
     };
-    let store = Store::open(&cfg.store).await?;
+    let store = Store::open_existing(&cfg.store).await?;
     let n = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -898,7 +906,7 @@ async fn audit_export(cfg: &Config, args: ExportArgs) -> anyhow::Result<u8> {
 
 fn check(cfg: &Config) -> anyhow::Result<u8> {
     print!("{}", cfg.to_redacted_toml());
-    if let Err(e) = cfg.check_secrets() {
+    if let Err(e) = cfg.check_all() {
         eprintln!("error: {e}");
         return Ok(EXIT_INVALID);
     }
@@ -944,4 +952,42 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     println!("simulator listening on http://{addr} (control routes under /__sim/)");
     sim.serve(listener, wait_for_signal()).await?;
     Ok(())
+}
+
+/// The exit code for an error, from the first cause that decides it: a configuration error or
+/// a missing store is invalid input (2); a damaged store or one from a newer version cannot be
+/// used as it is, and a restart will not help (3); anything else is a failure to do the work (1).
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<crate::store::Error>() {
+            if s.is_unusable() {
+                return EXIT_STORE_UNUSABLE;
+            }
+            if matches!(s, crate::store::Error::Missing { .. }) {
+                return EXIT_INVALID;
+            }
+        }
+        if cause.downcast_ref::<config::Error>().is_some() {
+            return EXIT_INVALID;
+        }
+    }
+    EXIT_FAILURE
+}
+
+/// An error and its causes on one line, each cause once: many error types print their source
+/// inside their own message and also return it as `source()`, so a cause whose text is already
+/// on the line is left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -243,13 +243,110 @@ impl AuthConfig {
 }
 
 /// Where a secret comes from: an environment variable or a file (trailing newline dropped).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+///
+/// Deserialised by hand: serde's own error for a literal (`password = "hunter2"`) quotes the
+/// value, and a config error is printed, logged and pasted into tickets.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct SecretSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+}
+
+/// Why a secret key holds a value instead of a source; the figment path names the key.
+pub const SECRET_IS_A_SOURCE: &str =
+    "a secret is a source, not a value: write { env = \"NAME\" } or { file = \"/path\" }";
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecretSourceVisitor)
+    }
+}
+
+/// Accepts only a table with `env` or `file`; every other shape is refused without the value.
+struct SecretSourceVisitor;
+
+impl SecretSourceVisitor {
+    fn refuse<E: serde::de::Error>(self) -> Result<SecretSource, E> {
+        Err(E::custom(SECRET_IS_A_SOURCE))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SecretSourceVisitor {
+    type Value = SecretSource;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{ env = \"NAME\" } or { file = \"/path\" }")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+        use serde::de::Error as _;
+        let mut out = SecretSource {
+            env: None,
+            file: None,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "env" if out.env.is_some() => return Err(A::Error::duplicate_field("env")),
+                "file" if out.file.is_some() => return Err(A::Error::duplicate_field("file")),
+                "env" => out.env = Some(map.next_value()?),
+                "file" => out.file = Some(map.next_value()?),
+                other => return Err(A::Error::unknown_field(other, &["env", "file"])),
+            }
+        }
+        Ok(out)
+    }
+
+    // Every other shape: the default implementations would quote the value.
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_char<E: serde::de::Error>(self, _: char) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<SecretSource, D::Error> {
+        self.refuse()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<SecretSource, E> {
+        self.refuse()
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        _: D,
+    ) -> Result<SecretSource, D::Error> {
+        self.refuse()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretSource, A::Error> {
+        self.refuse()
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<SecretSource, A::Error> {
+        self.refuse()
+    }
 }
 
 impl SecretSource {
@@ -362,6 +459,10 @@ pub struct RetryConfig {
     pub randomization_factor: f64,
     /// Attempts before a job is `failed`.
     pub max_attempts: u32,
+    /// The longest `Retry-After` from the API that is obeyed as given; a longer one is cut to
+    /// this, so a misbehaving endpoint cannot park a job for days.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryConfig {
@@ -372,6 +473,7 @@ impl Default for RetryConfig {
             max_interval: Duration::from_secs(600),
             randomization_factor: 0.2,
             max_attempts: 6,
+            max_retry_after: HOUR,
         }
     }
 }
@@ -534,6 +636,135 @@ pub enum LogFormat {
     Json,
 }
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration key and its bounds.
+struct DurationKey {
+    key: &'static str,
+    /// Zero would stop the daemon doing its work (a timeout that always fires, a busy loop).
+    nonzero: bool,
+    max: Duration,
+    get: fn(&Config) -> Option<Duration>,
+}
+
+/// Every duration in the configuration with its bounds, in one place. The maxima are far
+/// above any sensible value; they are there so that a typo (`"99999999d"`) is refused by name
+/// instead of overflowing a timer or parking a job for centuries. A test checks that no
+/// duration key is missing here.
+const DURATION_KEYS: &[DurationKey] = &[
+    DurationKey {
+        key: "store.busy_timeout",
+        nonzero: false,
+        max: HOUR,
+        get: |c| Some(c.store.busy_timeout),
+    },
+    DurationKey {
+        key: "http.connect_timeout",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.http.connect_timeout),
+    },
+    DurationKey {
+        key: "http.request_timeout",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.http.request_timeout),
+    },
+    DurationKey {
+        key: "http.token_refresh_margin",
+        nonzero: false,
+        max: Duration::from_secs(12 * 3600),
+        get: |c| Some(c.http.token_refresh_margin),
+    },
+    DurationKey {
+        key: "engine.poll_interval",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.engine.poll_interval),
+    },
+    DurationKey {
+        key: "engine.shutdown_grace",
+        nonzero: false,
+        max: HOUR,
+        get: |c| Some(c.engine.shutdown_grace),
+    },
+    DurationKey {
+        key: "retry.initial_interval",
+        nonzero: false,
+        max: DAY,
+        get: |c| Some(c.retry.initial_interval),
+    },
+    DurationKey {
+        key: "retry.max_interval",
+        nonzero: false,
+        max: DAY,
+        get: |c| Some(c.retry.max_interval),
+    },
+    DurationKey {
+        key: "retry.max_retry_after",
+        nonzero: true,
+        max: DAY,
+        get: |c| Some(c.retry.max_retry_after),
+    },
+    DurationKey {
+        key: "remote_mirror.poll_interval",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.remote_mirror.poll_interval),
+    },
+    DurationKey {
+        key: "remote_mirror.follow_timeout",
+        nonzero: true,
+        max: Duration::from_secs(7 * 24 * 3600),
+        get: |c| Some(c.remote_mirror.follow_timeout),
+    },
+    DurationKey {
+        key: "amqp.batch_wait",
+        nonzero: false,
+        max: Duration::from_secs(10),
+        get: |c| c.amqp.as_ref().map(|a| a.batch_wait),
+    },
+    DurationKey {
+        key: "amqp.reconnect_initial",
+        nonzero: true,
+        max: HOUR,
+        get: |c| c.amqp.as_ref().map(|a| a.reconnect_initial),
+    },
+    DurationKey {
+        key: "amqp.reconnect_max",
+        nonzero: true,
+        max: HOUR,
+        get: |c| c.amqp.as_ref().map(|a| a.reconnect_max),
+    },
+    DurationKey {
+        key: "amqp.confirm_timeout",
+        nonzero: true,
+        max: HOUR,
+        get: |c| c.amqp.as_ref().map(|a| a.confirm_timeout),
+    },
+];
+
+/// A duration as a person would write it: the largest unit that divides it (`7d`, `90s`),
+/// else humantime's long form.
+fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_nanos() == 0 {
+        for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")] {
+            if s > 0 && s % unit == 0 {
+                return format!("{}{name}", s / unit);
+            }
+        }
+        if s == 0 {
+            return "0s".into();
+        }
+    }
+    if d.as_nanos() % 1_000_000 == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    humantime::format_duration(d).to_string()
+}
+
 impl Config {
     /// Loads the file at `path` and the `CODEARTS_SYNCD_*` environment overrides, then validates.
     pub fn load(path: &Path) -> Result<Config, Error> {
@@ -545,10 +776,12 @@ impl Config {
             .split("__")
             .filter(|k| k.as_str() != "config");
         let figment = Figment::from(Toml::string(&text)).merge(env);
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        // Absolute, so that messages name the store and secret files unambiguously.
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&base).unwrap_or(base);
         Self::from_figment(figment, base)
     }
 
@@ -603,6 +836,22 @@ impl Config {
                 secret_key.check_shape("cloud.auth.secret_key")?;
             }
         }
+        for d in DURATION_KEYS {
+            let Some(value) = (d.get)(self) else { continue };
+            if d.nonzero && value.is_zero() {
+                return Err(Error::invalid(d.key, "must be above zero"));
+            }
+            if value > d.max {
+                return Err(Error::invalid(
+                    d.key,
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(value),
+                        show_duration(d.max)
+                    ),
+                ));
+            }
+        }
         if self.engine.concurrency == 0 {
             return Err(Error::invalid("engine.concurrency", "must be at least 1"));
         }
@@ -623,9 +872,6 @@ impl Config {
                 ));
             }
         }
-        if self.engine.poll_interval.is_zero() {
-            return Err(Error::invalid("engine.poll_interval", "must be above zero"));
-        }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
             return Err(Error::invalid("retry.multiplier", "must be at least 1.0"));
@@ -643,12 +889,6 @@ impl Config {
             return Err(Error::invalid(
                 "retry.initial_interval",
                 "must not exceed retry.max_interval",
-            ));
-        }
-        if self.remote_mirror.poll_interval.is_zero() {
-            return Err(Error::invalid(
-                "remote_mirror.poll_interval",
-                "must be above zero",
             ));
         }
         if !(1..=1000).contains(&self.purge_recycle_bin.batch_size) {
@@ -702,6 +942,12 @@ impl Config {
             if a.batch_max == 0 {
                 return Err(Error::invalid("amqp.batch_max", "must be at least 1"));
             }
+            if a.reconnect_initial > a.reconnect_max {
+                return Err(Error::invalid(
+                    "amqp.reconnect_initial",
+                    "must not exceed amqp.reconnect_max",
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.schedules.iter().enumerate() {
@@ -724,7 +970,7 @@ impl Config {
             crate::ingress::cron::check_expression(&s.cron, tz).map_err(|e| {
                 Error::invalid(
                     format!("schedules.{}.cron", s.name),
-                    format!("invalid cron expression {:?}: {e}", s.cron),
+                    format!("{:?} {e}", s.cron),
                 )
             })?;
             let Some(kind) = crate::jobs::JobKind::parse(&s.kind) else {
@@ -753,6 +999,14 @@ impl Config {
             repo: e.repo.clone().unwrap_or(d.repo),
             artifact: e.artifact.clone().unwrap_or(d.artifact),
         }
+    }
+
+    /// Everything `config check` checks, and `run` before it starts anything: the values
+    /// ([`Config::validate`]) and that every secret source resolves ([`Config::check_secrets`]).
+    /// One function, so that the daemon never starts with a configuration `config check` refuses.
+    pub fn check_all(&self) -> Result<(), Error> {
+        self.validate()?;
+        self.check_secrets()
     }
 
     /// Resolves every secret source once, so `config check` can report a missing one by key.
@@ -821,38 +1075,76 @@ pub fn default_endpoints(region: &str) -> Endpoints {
     }
 }
 
-/// Turns figment's error into one line naming the key.
+/// Turns figment's error into one line per problem, each naming the key once by its full path
+/// (and the environment variable when the value came from one). A message about a secret key
+/// never carries serde's description of the value: that would be the secret itself.
 fn describe_figment_error(err: figment::Error) -> Error {
+    use figment::error::Kind;
     let mut lines = Vec::new();
     for e in err {
-        let path: Vec<String> = e
+        let mut path: Vec<String> = e
             .path
             .iter()
             .filter(|p| p.as_str() != "default")
             .cloned()
             .collect();
-        let msg = match &e.kind {
-            figment::error::Kind::UnknownField(field, _) => {
-                let mut full = path.clone();
-                full.push(field.clone());
-                format!("{}: unknown key", full.join("."))
-            }
-            figment::error::Kind::MissingField(field) => {
-                let mut full = path.clone();
-                full.push(field.to_string());
-                format!("{}: missing key", full.join("."))
-            }
-            kind => {
-                if path.is_empty() {
-                    kind.to_string()
-                } else {
-                    format!("{}: {kind}", path.join("."))
-                }
-            }
+        // Figment prefixes the path with the key whose key or value failed, so for an unknown
+        // key the path already ends with it; a missing key is reported on its table.
+        let field = match &e.kind {
+            Kind::UnknownField(field, _) => Some(field.to_string()),
+            Kind::DuplicateField(field) => Some(field.to_string()),
+            Kind::MissingField(field) => Some(field.to_string()),
+            _ => None,
         };
-        lines.push(msg);
+        if let Some(field) = field {
+            if path.last() != Some(&field) {
+                path.push(field);
+            }
+        }
+        // A missing key is tagged with its table's source, which says nothing about the key.
+        let from_env = !matches!(e.kind, Kind::MissingField(_))
+            && e.metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment variable"));
+        let secret = secret_key_of(&path);
+        let (key, reason) = match (&e.kind, secret) {
+            (Kind::UnknownField(_, expected), _) if !expected.is_empty() => (
+                path.join("."),
+                format!("unknown key (known here: {})", expected.join(", ")),
+            ),
+            (Kind::UnknownField(..), _) => (path.join("."), "unknown key".to_string()),
+            (Kind::MissingField(_), _) => (path.join("."), "missing key".to_string()),
+            (Kind::DuplicateField(_), _) => (path.join("."), "given twice".to_string()),
+            // Whatever else went wrong at or under a secret key, say what the key wants, not
+            // what it holds (the value is not trusted to be anything but the secret).
+            (_, Some(secret)) => (secret, SECRET_IS_A_SOURCE.to_string()),
+            (kind, None) => (path.join("."), kind.to_string()),
+        };
+        let line = match (key.is_empty(), from_env) {
+            (true, _) => reason,
+            (false, false) => format!("{key}: {reason}"),
+            (false, true) => format!(
+                "{key} (from the environment variable {ENV_PREFIX}{}): {reason}",
+                path.join("__").to_ascii_uppercase()
+            ),
+        };
+        lines.push(line);
     }
+    lines.dedup();
     Error::Parse(lines.join("; "))
+}
+
+/// The secret key a config path is at or under (`cloud.auth.password`, `amqp.password`,
+/// `credentials.NAME.username`, ...), if any.
+fn secret_key_of(path: &[String]) -> Option<String> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let n = match p.as_slice() {
+        ["cloud", "auth", "password" | "access_key" | "secret_key", ..] => 3,
+        ["amqp", "password", ..] => 2,
+        ["credentials", _, "username" | "password", ..] => 3,
+        _ => return None,
+    };
+    Some(p[..n].join("."))
 }
 
 #[cfg(test)]
@@ -881,10 +1173,236 @@ password = { env = "SOME_VAR" }
     }
 
     #[test]
-    fn unknown_key_is_named_with_its_path() {
+    fn unknown_key_is_named_once_with_its_path() {
         let text = format!("{MINIMAL}\n[engine]\nconcurency = 3\n");
         let err = Config::from_toml_str(&text, Path::new(".")).unwrap_err();
-        assert!(err.to_string().contains("engine.concurency"), "got: {err}");
+        let msg = err.to_string();
+        assert_eq!(msg.matches("concurency").count(), 1, "got: {msg}");
+        assert!(msg.contains("engine.concurency: unknown key"), "got: {msg}");
+        assert!(msg.contains("concurrency"), "lists the known keys: {msg}");
+
+        let text = format!("{MINIMAL}\n[nonsense]\nx = 1\n");
+        let msg = Config::from_toml_str(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg.matches("nonsense").count(), 1, "got: {msg}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named_with_its_path() {
+        let text = MINIMAL.replace("user_name = \"u\"\n", "");
+        let text = text.replace("method = \"password\"\n", "");
+        let msg = Config::from_toml_str(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("cloud.auth.method: missing key"), "got: {msg}");
+    }
+
+    #[test]
+    fn a_literal_secret_is_refused_by_key_without_its_value() {
+        let aksk = MINIMAL
+            .replace("method = \"password\"", "method = \"aksk\"")
+            .replace("domain_name = \"acct\"\nuser_name = \"u\"\n", "")
+            .replace(
+                "password = { env = \"SOME_VAR\" }",
+                "access_key = { env = \"AK\" }\nsecret_key = { env = \"SK\" }",
+            );
+        let amqp = "\n[amqp]\npassword = { env = \"AMQP_PW\" }\n";
+        let creds = "\n[credentials.gh]\nusername = { env = \"U\" }\npassword = { env = \"P\" }\n";
+        let cases: Vec<(String, &str, &str)> = [
+            (
+                MINIMAL.to_string(),
+                "password = { env = \"SOME_VAR\" }",
+                "cloud.auth.password",
+            ),
+            (
+                aksk.clone(),
+                "access_key = { env = \"AK\" }",
+                "cloud.auth.access_key",
+            ),
+            (
+                aksk.clone(),
+                "secret_key = { env = \"SK\" }",
+                "cloud.auth.secret_key",
+            ),
+            (
+                format!("{MINIMAL}{amqp}"),
+                "password = { env = \"AMQP_PW\" }",
+                "amqp.password",
+            ),
+            (
+                format!("{MINIMAL}{creds}"),
+                "username = { env = \"U\" }",
+                "credentials.gh.username",
+            ),
+            (
+                format!("{MINIMAL}{creds}"),
+                "password = { env = \"P\" }",
+                "credentials.gh.password",
+            ),
+        ]
+        .into_iter()
+        .collect();
+        for (text, line, key) in &cases {
+            Config::from_toml_str(text, Path::new(".")).expect("the source form is valid");
+            let name = line.split(" = ").next().unwrap();
+            for literal in [
+                "\"hunter2-s3cret\"".to_string(),
+                "73572811".to_string(),
+                "[\"hunter2-s3cret\"]".to_string(),
+                "'hunter2-s3cret'".to_string(),
+            ] {
+                let bad = text.replacen(line, &format!("{name} = {literal}"), 1);
+                assert_ne!(&bad, text, "{key}: the case replaced something");
+                let msg = Config::from_toml_str(&bad, Path::new("."))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    msg.contains(&format!("{key}: {SECRET_IS_A_SOURCE}")),
+                    "{key} = {literal}: {msg}"
+                );
+                assert!(
+                    !msg.contains("hunter2") && !msg.contains("73572811"),
+                    "{key} = {literal}: the value is echoed: {msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_error_under_a_secret_key_quotes_its_value() {
+        // Defence in depth: whatever figment reports at or under a secret key.
+        let err = figment::Error::from(figment::error::Kind::InvalidType(
+            figment::error::Actual::Str("hunter2".into()),
+            "a table".into(),
+        ))
+        .with_path("credentials.gh.password");
+        let msg = describe_figment_error(err).to_string();
+        assert_eq!(
+            msg,
+            format!("invalid configuration: credentials.gh.password: {SECRET_IS_A_SOURCE}")
+        );
+    }
+
+    #[test]
+    fn durations_above_their_maximum_are_refused_by_key() {
+        let text = format!("{MINIMAL}\n[remote_mirror]\nfollow_timeout = \"99999999d\"\n");
+        let msg = Config::from_toml_str(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.ends_with("remote_mirror.follow_timeout: 99999999d is above the maximum of 7d"),
+            "got: {msg}"
+        );
+        for (section, key, value, max) in [
+            ("retry", "max_interval", "25h", "1d"),
+            ("retry", "max_retry_after", "2d", "1d"),
+            ("engine", "shutdown_grace", "61m", "1h"),
+            ("http", "request_timeout", "3601s", "1h"),
+            ("amqp", "batch_wait", "11s", "10s"),
+        ] {
+            let text = format!("{MINIMAL}\n[{section}]\n{key} = \"{value}\"\n");
+            let msg = Config::from_toml_str(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(&format!("{section}.{key}: "))
+                    && msg.contains(&format!("maximum of {max}")),
+                "{section}.{key} = {value}: {msg}"
+            );
+        }
+        let text = format!("{MINIMAL}\n[remote_mirror]\nfollow_timeout = \"7d\"\n");
+        Config::from_toml_str(&text, Path::new(".")).expect("the maximum itself is allowed");
+    }
+
+    #[test]
+    fn every_duration_key_has_bounds() {
+        // Every value of the full configuration that reads as a duration must be in
+        // DURATION_KEYS, so that a new duration key cannot be left unbounded.
+        let text = format!("{MINIMAL}\n[amqp]\n");
+        let cfg = Config::from_toml_str(&text, Path::new(".")).unwrap();
+        let value = toml::Value::try_from(&cfg).unwrap();
+        fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                toml::Value::String(s) if humantime::parse_duration(s).is_ok() => {
+                    out.push(prefix.to_string())
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk("", &value, &mut found);
+        assert!(found.len() >= 10, "found {found:?}");
+        for key in found {
+            assert!(
+                DURATION_KEYS.iter().any(|d| d.key == key),
+                "{key} is a duration without bounds: add it to DURATION_KEYS"
+            );
+        }
+        for d in DURATION_KEYS {
+            assert!((d.get)(&cfg).is_some(), "{} is read", d.key);
+            assert!(
+                (d.get)(&cfg).unwrap() <= d.max,
+                "{}'s default is within bounds",
+                d.key
+            );
+        }
+    }
+
+    #[test]
+    fn a_cron_expression_that_never_fires_is_refused() {
+        for (cron, tz) in [("0 0 0 30 2 *", "UTC"), ("0 0 0 31 4 *", "Asia/Tokyo")] {
+            let text = format!(
+                "{MINIMAL}\n[[schedules]]\nname = \"never\"\ncron = \"{cron}\"\ntimezone = \"{tz}\"\nkind = \"remote_mirror\"\nparams = {{ repository_id = 1 }}\n"
+            );
+            let started = std::time::Instant::now();
+            let msg = Config::from_toml_str(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.ends_with(&format!(
+                    "schedules.never.cron: \"{cron}\" never fires (no occurrence in the next 5 years)"
+                )),
+                "got: {msg}"
+            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        }
+        let text = format!(
+            "{MINIMAL}\n[[schedules]]\nname = \"leap\"\ncron = \"0 0 0 29 2 *\"\nkind = \"remote_mirror\"\nparams = {{ repository_id = 1 }}\n"
+        );
+        Config::from_toml_str(&text, Path::new(".")).expect("29 February comes within 5 years");
+        let text = format!(
+            "{MINIMAL}\n[[schedules]]\nname = \"bad\"\ncron = \"0 0 25 * * *\"\nkind = \"remote_mirror\"\nparams = {{ repository_id = 1 }}\n"
+        );
+        let msg = Config::from_toml_str(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("schedules.bad.cron: \"0 0 25 * * *\" is not a valid cron expression"),
+            "got: {msg}"
+        );
+    }
+
+    #[test]
+    fn check_all_also_resolves_the_secrets() {
+        let text = MINIMAL.replace("SOME_VAR", "CODEARTS_SYNCD_TEST_SURELY_UNSET_VAR");
+        let cfg = Config::from_toml_str(&text, Path::new(".")).expect("valid shape");
+        let msg = cfg.check_all().unwrap_err().to_string();
+        assert!(
+            msg.contains("cloud.auth.password")
+                && msg.contains("CODEARTS_SYNCD_TEST_SURELY_UNSET_VAR is not set"),
+            "got: {msg}"
+        );
     }
 
     #[test]

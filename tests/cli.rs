@@ -237,3 +237,287 @@ async fn sigterm_during_a_slow_job_lets_it_finish_and_exits_0() {
     assert_eq!(job.status, "succeeded", "{job:?}");
     assert!(job.jid.is_some());
 }
+
+/// One command line against an edited copy of the test config, and what the operator sees.
+struct Case {
+    name: &'static str,
+    /// Replacements in the config file (each must match).
+    edit: &'static [(&'static str, &'static str)],
+    append: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    args: &'static [&'static str],
+    code: i32,
+    /// Each must be in stderr.
+    says: &'static [&'static str],
+    /// Each must be in stderr exactly once.
+    once: &'static [&'static str],
+    /// None may be in stderr or stdout.
+    never: &'static [&'static str],
+}
+
+const NO_STORE: (&str, &str) = ("path = \"jobs.db\"", "path = \"missing/jobs.db\"");
+
+const CASES: &[Case] = &[
+    Case {
+        name: "a literal secret in the file",
+        edit: &[(
+            "password = { file = \"password\" }",
+            "password = \"hunter2-literal\"",
+        )],
+        append: "",
+        env: &[],
+        args: &["config", "check"],
+        code: 2,
+        says: &["cloud.auth.password: a secret is a source, not a value: write { env = \"NAME\" } or { file = \"/path\" }"],
+        once: &[],
+        never: &["hunter2"],
+    },
+    Case {
+        name: "a literal secret from the environment",
+        edit: &[],
+        append: "",
+        env: &[("CODEARTS_SYNCD_CREDENTIALS__UPSTREAM__PASSWORD", "hunter2-env")],
+        args: &["run"],
+        code: 2,
+        says: &["credentials.upstream.password (from the environment variable CODEARTS_SYNCD_CREDENTIALS__UPSTREAM__PASSWORD): a secret is a source"],
+        once: &[],
+        never: &["hunter2"],
+    },
+    Case {
+        name: "run with a secret whose variable is unset",
+        edit: &[(
+            "password = { file = \"password\" }",
+            "password = { env = \"CODEARTS_TEST_UNSET_PASSWORD_VAR\" }",
+        )],
+        append: "",
+        env: &[],
+        args: &["run"],
+        code: 2,
+        says: &["cloud.auth.password", "CODEARTS_TEST_UNSET_PASSWORD_VAR is not set"],
+        once: &[],
+        // Nothing was started: no log line, only the error.
+        never: &["INFO", "WARN", "schedule registered"],
+    },
+    Case {
+        name: "follow_timeout above its maximum",
+        edit: &[("follow_timeout = \"20s\"", "follow_timeout = \"99999999d\"")],
+        append: "",
+        env: &[],
+        args: &["config", "check"],
+        code: 2,
+        says: &["remote_mirror.follow_timeout: 99999999d is above the maximum of 7d"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "a cron expression that never fires",
+        edit: &[],
+        append: "[[schedules]]\nname = \"never\"\ncron = \"0 0 0 30 2 *\"\nkind = \"storage_snapshot\"\n",
+        env: &[],
+        args: &["run"],
+        code: 2,
+        says: &["schedules.never.cron: \"0 0 0 30 2 *\" never fires (no occurrence in the next 5 years)"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "jobs list on a missing store",
+        edit: &[NO_STORE],
+        append: "",
+        env: &[],
+        args: &["jobs", "list"],
+        code: 2,
+        says: &["no store at ", "missing/jobs.db"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "jobs show on a missing store",
+        edit: &[NO_STORE],
+        append: "",
+        env: &[],
+        args: &["jobs", "show", "1"],
+        code: 2,
+        says: &["no store at ", "missing/jobs.db"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "audit verify on a missing store",
+        edit: &[NO_STORE],
+        append: "",
+        env: &[],
+        args: &["audit", "verify"],
+        code: 2,
+        says: &["no store at ", "missing/jobs.db"],
+        once: &[],
+        never: &["intact"],
+    },
+    Case {
+        name: "audit export on a missing store",
+        edit: &[NO_STORE],
+        append: "",
+        env: &[],
+        args: &["audit", "export", "--format", "jsonl"],
+        code: 2,
+        says: &["no store at ", "missing/jobs.db"],
+        once: &[],
+        never: &["exported"],
+    },
+    Case {
+        name: "storage report on a missing store",
+        edit: &[NO_STORE],
+        append: "",
+        env: &[],
+        args: &["storage", "report"],
+        code: 2,
+        says: &["no store at ", "missing/jobs.db"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "audit verify with nothing archived",
+        edit: &[],
+        append: "",
+        env: &[],
+        args: &["audit", "verify"],
+        code: 1,
+        says: &["no audit records archived yet in ", "jobs.db; nothing to verify"],
+        once: &[],
+        never: &["intact"],
+    },
+    Case {
+        name: "jobs list with an unknown status",
+        edit: &[],
+        append: "",
+        env: &[],
+        args: &["jobs", "list", "--status", "bogus"],
+        code: 2,
+        says: &["'bogus'", "queued", "skipped"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "jobs list with an unknown kind",
+        edit: &[],
+        append: "",
+        env: &[],
+        args: &["jobs", "list", "--kind", "mirror_everything"],
+        code: 2,
+        says: &["'mirror_everything'", "remote_mirror", "audit_mirror"],
+        once: &[],
+        never: &[],
+    },
+    Case {
+        name: "an unknown key in the file",
+        edit: &[("concurrency = 8", "concurency = 8")],
+        append: "",
+        env: &[],
+        args: &["config", "check"],
+        code: 2,
+        says: &["engine.concurency: unknown key"],
+        once: &["concurency"],
+        never: &[],
+    },
+    Case {
+        name: "an unknown key from the environment",
+        edit: &[],
+        append: "",
+        env: &[("CODEARTS_SYNCD_ENGINE__CONCURENCY", "3")],
+        args: &["config", "check"],
+        code: 2,
+        says: &[
+            "engine.concurency (from the environment variable CODEARTS_SYNCD_ENGINE__CONCURENCY): unknown key",
+        ],
+        once: &["engine.concurency"],
+        never: &[],
+    },
+    Case {
+        name: "a store that cannot be created names its cause once",
+        // `password` is a file, so no directory can be made under it.
+        edit: &[("path = \"jobs.db\"", "path = \"password/jobs.db\"")],
+        append: "",
+        env: &[],
+        args: &["enqueue", "storage_snapshot"],
+        code: 1,
+        says: &["cannot open store ", "password/jobs.db"],
+        once: &["unable to open database file"],
+        never: &[],
+    },
+    Case {
+        name: "a store that is not a database",
+        edit: &[("path = \"jobs.db\"", "path = \"not-a-db.db\"")],
+        append: "",
+        env: &[],
+        args: &["jobs", "list"],
+        code: 3,
+        says: &["not-a-db.db is damaged or not a SQLite database"],
+        once: &[],
+        never: &[],
+    },
+];
+
+#[tokio::test]
+async fn operator_mistakes_exit_with_their_code_and_name_what_is_wrong() {
+    let app = spawn_app().await;
+    let base = std::fs::read_to_string(app.config_path()).unwrap();
+    std::fs::write(
+        app.dir.path().join("not-a-db.db"),
+        "this is a text file, not a database\n".repeat(200),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let mut config = base.clone();
+        for (from, to) in case.edit {
+            assert!(
+                config.contains(from),
+                "{}: the config has {from:?}",
+                case.name
+            );
+            config = config.replacen(from, to, 1);
+        }
+        config.push_str(case.append);
+        let path = app.dir.path().join(format!("case-{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let out = support::run_binary(&path, case.args, case.env, Duration::from_secs(30));
+        let (stdout, stderr) = text(&out);
+        let mut wrong = Vec::new();
+        if out.status.code() != Some(case.code) {
+            wrong.push(format!(
+                "exit {:?}, expected {}",
+                out.status.code(),
+                case.code
+            ));
+        }
+        for s in case.says {
+            if !stderr.contains(s) {
+                wrong.push(format!("stderr lacks {s:?}"));
+            }
+        }
+        for s in case.once {
+            let n = stderr.matches(s).count();
+            if n != 1 {
+                wrong.push(format!("stderr has {s:?} {n} times"));
+            }
+        }
+        for s in case.never {
+            if stderr.contains(s) || stdout.contains(s) {
+                wrong.push(format!("output has {s:?}"));
+            }
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  stderr: {stderr}",
+                case.name,
+                wrong.join("; ")
+            ));
+        }
+        assert!(
+            !app.dir.path().join("missing").exists(),
+            "{}: a read-only command created the store's directory",
+            case.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

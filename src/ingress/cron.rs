@@ -12,15 +12,24 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::Source;
 
-/// Checks a six-field (seconds first) cron expression, with the parser's own reason on error.
-pub fn check_expression(expr: &str, _tz: chrono_tz::Tz) -> Result<(), String> {
-    croner::parser::CronParser::builder()
+/// Checks a six-field (seconds first) cron expression and that it fires within the next five
+/// years in `tz` (`0 0 0 30 2 *` parses, but would leave a schedule silently dead). The error
+/// reads after the quoted expression: `"0 0 0 30 2 *" never fires (...)`.
+pub fn check_expression(expr: &str, tz: chrono_tz::Tz) -> Result<(), String> {
+    let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
         .build()
         .parse(expr)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("is not a valid cron expression: {e}"))?;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let horizon = now
+        .checked_add_months(chrono::Months::new(5 * 12))
+        .unwrap_or(now);
+    match cron.find_next_occurrence(&now, false) {
+        Ok(next) if next <= horizon => Ok(()),
+        _ => Err("never fires (no occurrence in the next 5 years)".to_string()),
+    }
 }
 
 /// Starts the configured schedules; shut the returned scheduler down on exit.

@@ -302,3 +302,40 @@ pub fn capture_all_logs() -> Capture {
     );
     capture
 }
+
+/// Runs the binary with `config`, `args` and extra environment variables (`RUST_LOG` removed);
+/// kills it and panics if it has not exited within `within`, so a command that should refuse
+/// to start cannot hang a test.
+pub fn run_binary(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait().expect("wait for the binary") {
+            Some(_) => return child.wait_with_output().expect("binary output"),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("binary output");
+                panic!(
+                    "{args:?} still running after {within:?}; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
