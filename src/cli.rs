@@ -233,7 +233,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             exit(crate::demo::run(args.keep).await.map(|_| 0))
         }
         Command::Simulate(args) => {
-            crate::logging::init(format, "info,lapin=off");
+            crate::logging::init(
+                format,
+                &crate::logging::default_filter(config::LogLevel::Info),
+            );
             exit(simulate(args).await.map(|_| 0))
         }
         Command::Bench(BenchCommand::Audit(args)) => {
@@ -250,7 +253,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             crate::logging::init(
                 cli.log_format.unwrap_or(cfg.logging.format),
-                "info,lapin=off",
+                &crate::logging::default_filter(cfg.logging.level),
             );
             match command {
                 Command::Run => exit(run_daemon(cfg).await.map(|_| 0)),
