@@ -625,6 +625,34 @@ pub enum QueueType {
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     pub format: LogFormat,
+    /// The daemon's own level when RUST_LOG is not set (other crates log at `warn`); SIGHUP
+    /// reloads it.
+    pub level: LogLevel,
+}
+
+/// A log level for `logging.level`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The name as written in the file and in a tracing filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 /// Human-readable text or JSON lines.

@@ -1,15 +1,24 @@
 //! The long-running daemon (`run`): recover, then cron and workers until shutdown, then drain.
+//!
+//! While it runs, a reload request (SIGHUP in the binary, see [`Reload`]) reads the configuration
+//! file again and applies what can change safely in a running process: the cron schedules and
+//! `logging.level`. An invalid file is refused with its reason and the configuration in force
+//! is kept; any other key that differs is named as needing a restart, and not applied.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::amqp::{self, Leader};
-use crate::ingress::cron;
+use crate::ingress::cron::{self, Cron};
 use crate::jobs::Ctx;
+use crate::logging::{self, LevelChange};
 use crate::store::Store;
 
 /// Why the daemon could not run.
@@ -23,21 +32,50 @@ pub enum Error {
     Cron(String),
 }
 
+impl Error {
+    /// True when the store is damaged or from a newer version: restarting will not help.
+    pub fn is_store_unusable(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_unusable())
+    }
+}
+
+/// Where reload requests come from and which file they read.
+pub struct Reload {
+    /// The configuration file to read again (the one the daemon started from).
+    pub path: PathBuf,
+    /// One message per request; requests that arrive while one is applied may be merged.
+    pub requests: mpsc::Receiver<()>,
+}
+
 /// Opens the store and the client, re-queues jobs a dead process left running, then runs cron
 /// and the engine until `shutdown` fires; in-flight jobs then finish within the grace period.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// With `reload`, each request re-reads the configuration (see the module documentation).
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.store).await?;
-    let result = run_with_store(cfg, store.clone(), shutdown).await;
+    let result = run_on(cfg, store.clone(), shutdown, reload).await;
     store.close().await;
     result
 }
 
-/// As [`run`], on an open store (left open for the caller).
+/// As [`run`] without reloads, on an open store (left open for the caller).
 pub async fn run_with_store(
     cfg: Arc<Config>,
     store: Store,
     shutdown: CancellationToken,
+) -> Result<(), Error> {
+    run_on(cfg, store, shutdown, None).await
+}
+
+async fn run_on(
+    cfg: Arc<Config>,
+    store: Store,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
 ) -> Result<(), Error> {
     let recovered = store.recover_running().await?;
     if recovered > 0 {
@@ -64,7 +102,7 @@ pub async fn run_with_store(
         leader.clone(),
         amqp_stop.clone(),
     ));
-    let mut sched = cron::start(store.clone(), cfg.clone(), leader)
+    let cron = cron::start(store.clone(), cfg.clone(), leader)
         .await
         .map_err(|e| Error::Cron(e.to_string()))?;
     tracing::info!(
@@ -73,6 +111,8 @@ pub async fn run_with_store(
         concurrency = cfg.engine.concurrency,
         "daemon started"
     );
+    // Reloads are taken until shutdown; the task then hands the scheduler back.
+    let reloader = tokio::spawn(reload_loop(cron, cfg.clone(), reload, shutdown.clone()));
     // On shutdown the consumer stops first, so no delivery arrives while jobs drain.
     let stop_consumer = {
         let shutdown = shutdown.clone();
@@ -86,9 +126,207 @@ pub async fn run_with_store(
     amqp_stop.cancel();
     let _ = consumer.await;
     stop_consumer.abort();
-    if let Err(e) = sched.shutdown().await {
-        tracing::warn!(error = %e, "cron scheduler did not stop cleanly");
+    match reloader.await {
+        Ok(mut cron) => {
+            if let Err(e) = cron.shutdown().await {
+                tracing::warn!(error = %e, "cron scheduler did not stop cleanly");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "the reload task ended abnormally"),
     }
     tracing::info!("daemon stopped");
     result.map_err(Error::from)
+}
+
+/// Applies reload requests until `shutdown`, then returns the scheduler.
+async fn reload_loop(
+    mut cron: Cron,
+    running: Arc<Config>,
+    reload: Option<Reload>,
+    shutdown: CancellationToken,
+) -> Cron {
+    let Some(Reload { path, mut requests }) = reload else {
+        shutdown.cancelled().await;
+        return cron;
+    };
+    // What is in force: the start-up configuration with the reloaded schedules and level.
+    let mut current = running.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = requests.recv() => match request {
+                Some(()) => current = apply_reload(&mut cron, &running, current, &path).await,
+                None => {
+                    shutdown.cancelled().await;
+                    break;
+                }
+            },
+        }
+    }
+    cron
+}
+
+/// Reads `path` again and applies its schedules and log level; returns what is now in force.
+/// `running` is the configuration the daemon started with: every key other than the schedules
+/// and `logging.level` stays as it says until a restart.
+async fn apply_reload(
+    cron: &mut Cron,
+    running: &Arc<Config>,
+    current: Arc<Config>,
+    path: &std::path::Path,
+) -> Arc<Config> {
+    let path_shown = path.display().to_string();
+    tracing::info!(path = %path_shown, "reload requested: reading the configuration again");
+    let new = match Config::load(path).and_then(|c| c.check_all().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(path = %path_shown, error = %e, "configuration reload refused; the configuration in force is kept");
+            return current;
+        }
+    };
+    // The new schedules run against the keys in force (credentials, retry limits), so they
+    // are checked against those, not only against the new file.
+    let mut effective = (**running).clone();
+    effective.schedules = new.schedules.clone();
+    effective.logging.level = new.logging.level;
+    if let Err(e) = effective.validate() {
+        tracing::error!(
+            path = %path_shown, error = %e,
+            "configuration reload refused: the new schedules do not fit the configuration in force (the keys they rely on change only at a restart); the configuration in force is kept"
+        );
+        return current;
+    }
+    let restart_keys = changed_keys(running, &new);
+    let effective = Arc::new(effective);
+
+    let changes = match cron.replace(&effective).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the schedules could not all be replaced; the scheduler holds a mix of the old and new ones until the next reload or restart");
+            Default::default()
+        }
+    };
+    let (old_level, new_level) = (current.logging.level, new.logging.level);
+    let level = if old_level == new_level {
+        "unchanged".to_string()
+    } else {
+        match logging::set_level(new_level) {
+            Ok(LevelChange::Applied) => format!("{} -> {}", old_level.as_str(), new_level.as_str()),
+            Ok(LevelChange::KeptRustLog) => format!(
+                "{} -> {} (not applied: RUST_LOG sets the filter)",
+                old_level.as_str(),
+                new_level.as_str()
+            ),
+            Ok(LevelChange::NotInstalled) => "not reloadable here".to_string(),
+            Err(e) => format!("not applied: {e}"),
+        }
+    };
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    if changes.is_empty() && old_level == new_level {
+        tracing::info!(path = %path_shown, "configuration reloaded: no schedule or log level changed");
+    } else {
+        tracing::info!(
+            path = %path_shown,
+            schedules_added = %names(&changes.added),
+            schedules_removed = %names(&changes.removed),
+            schedules_changed = %names(&changes.changed),
+            level = %level,
+            "configuration reloaded"
+        );
+    }
+    if !restart_keys.is_empty() {
+        tracing::warn!(
+            keys = %restart_keys.join(", "),
+            "these changed keys take effect only after a restart; until then the daemon keeps their old values"
+        );
+    }
+    effective
+}
+
+/// The keys (dotted paths) whose values differ between `old` and `new`, apart from those a
+/// reload applies (the schedules and `logging.level`). Only key names, never values.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn strip(cfg: &Config) -> Value {
+        let mut v = serde_json::to_value(cfg).unwrap_or(Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            m.remove("schedules");
+            if let Some(l) = m.get_mut("logging").and_then(Value::as_object_mut) {
+                l.remove("level");
+            }
+        }
+        v
+    }
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &child,
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &strip(old), &strip(new), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[cloud]
+region = "ap-southeast-3"
+iam_project_id = "p1"
+[cloud.auth]
+method = "password"
+domain_name = "acct"
+user_name = "u"
+password = { env = "SOME_VAR" }
+
+[[schedules]]
+name = "mirror"
+cron = "0 0 3 * * *"
+kind = "remote_mirror"
+params = { repository_id = 1 }
+"#;
+
+    fn cfg(extra: &str) -> Config {
+        Config::from_toml_str(&format!("{BASE}\n{extra}"), std::path::Path::new("/tmp"))
+            .expect("valid")
+    }
+
+    #[test]
+    fn changed_keys_name_what_needs_a_restart_and_skip_what_reloads() {
+        let old = cfg("");
+        let new = cfg(
+            "[engine]\nconcurrency = 3\n[logging]\nlevel = \"debug\"\n[store]\npath = \"other.db\"\n\n[[schedules]]\nname = \"b\"\ncron = \"* * * * * *\"\nkind = \"remote_mirror\"\nparams = { repository_id = 2 }\n",
+        );
+        assert_eq!(
+            changed_keys(&old, &new),
+            vec!["engine.concurrency".to_string(), "store.path".to_string()]
+        );
+        assert!(changed_keys(&old, &cfg("")).is_empty());
+        let amqp = cfg("[amqp]\nurl = \"amqp://127.0.0.1:5672/%2f\"\n");
+        assert_eq!(changed_keys(&old, &amqp), vec!["amqp".to_string()]);
+    }
 }

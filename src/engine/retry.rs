@@ -39,7 +39,7 @@ impl RetryPolicy {
             max_interval: c.max_interval,
             randomization_factor: c.randomization_factor,
             max_attempts: c.max_attempts,
-            max_retry_after: c.max_interval,
+            max_retry_after: c.max_retry_after,
         }
     }
 

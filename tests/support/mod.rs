@@ -339,3 +339,99 @@ pub fn run_binary(
         }
     }
 }
+
+impl TestApp {
+    /// Runs the binary with this app's config and extra environment variables; kills it and
+    /// panics if it has not exited within `within` (a command expected to fail must not hang).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)], within: Duration) -> Output {
+        run_binary(&self.config_path(), args, env, within)
+    }
+
+    /// Starts `run` as a separate process, as an operator would; its log (text, stderr) goes
+    /// to `log_name` in the test directory.
+    pub fn spawn_run(&self, log_name: &str) -> RunningBinary {
+        let log = self.dir.path().join(log_name);
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("binary runs");
+        RunningBinary { child, log }
+    }
+}
+
+/// A `run` process started by [`TestApp::spawn_run`]; killed when dropped if still running.
+pub struct RunningBinary {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl RunningBinary {
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// The log written so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle` at least `times` times; returns the last line with it.
+    pub async fn wait_log(&self, needle: &str, times: usize, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+            if lines.len() >= times {
+                return lines[lines.len() - 1].to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged {times} time(s) within {within:?}; log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// Waits for the process to exit (checking every 5 ms); panics after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {within:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
