@@ -636,6 +636,11 @@ pub fn table(jobs: &[JobView]) -> String {
                         .collect::<String>()
                 ),
                 (Some(jid), _) => jid.clone(),
+                _ if j.result.as_ref().and_then(|r| r.get("start_answer"))
+                    == Some(&Value::from("lost")) =>
+                {
+                    "jid unknown: the start's answer was lost".to_string()
+                }
                 _ => String::new(),
             };
             [
