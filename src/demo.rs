@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{render_table, JobView};
+use crate::cli::render::{render_table, JobView};
 use crate::config::Config;
 use crate::ingress::{self, Submission};
 use crate::sim::{Fault, Route, SimConfig, Simulator};

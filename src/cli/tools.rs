@@ -1,0 +1,79 @@
+//! `demo`, `bench` and `simulate`: the bundled simulator, alone or with the daemon.
+
+use clap::{Args, Subcommand};
+
+use super::{wait_for_signal, EXIT_INVALID};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Keep the temporary directory (database, config) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Mirror N audit records from the simulator into a fresh archive; print records/s and
+    /// peak RSS. Run once per size: the peak is per process.
+    Audit(BenchAuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAuditArgs {
+    /// Audit records in the simulated log.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Records per page (1..=1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u32,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Address to listen on, e.g. 127.0.0.1:18080.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub listen: std::net::SocketAddr,
+}
+
+pub(super) async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
+    if args.records == 0 {
+        eprintln!("error: --records must be at least 1");
+        return Ok(EXIT_INVALID);
+    }
+    if !(1..=crate::jobs::audit_mirror::MAX_PAGE_SIZE).contains(&args.page_size) {
+        eprintln!(
+            "error: --page-size must be in 1..={}",
+            crate::jobs::audit_mirror::MAX_PAGE_SIZE
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let b = crate::bench::audit(args.records, args.page_size).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!(
+            "audit_mirror: {} records in {} pages of {} in {:.2} s = {:.0} records/s; peak RSS {}",
+            b.records,
+            b.pages,
+            b.page_size,
+            b.seconds,
+            b.records_per_second,
+            b.peak_rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(0)
+}
+
+pub(super) async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let sim = crate::sim::Simulator::new(crate::sim::SimConfig::default());
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    println!("simulator listening on http://{addr} (control routes under /__sim/)");
+    sim.serve(listener, wait_for_signal()).await?;
+    Ok(())
+}
