@@ -12,7 +12,7 @@ use codearts_syncd::store::JobRow;
 use codearts_syncd::Source;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{shared_log_capture, spawn_app, TestApp};
+use support::{shared_log_capture, spawn_app, spawn_app_with, TestApp};
 
 /// What a case expects of its stored row, beyond the reason.
 enum Stored {
@@ -469,4 +469,156 @@ async fn two_thousand_rejected_60kb_messages_keep_the_store_small() {
     assert_eq!(invalid_json, 0);
     assert!(params <= 4096 && kind <= 67 && error_msg <= 1024);
     eprintln!("2,000 rejects recorded in {took:?}; store files {size} bytes");
+}
+
+/// The daemon's own consumer on the real broker (127.0.0.1:5672): this test's queues are named
+/// after a fresh tag and deleted at the end.
+#[tokio::test]
+async fn malformed_messages_through_the_broker_are_dead_lettered_and_stored_redacted() {
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    };
+    use lapin::types::{FieldTable, ShortString};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let logs = shared_log_capture();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let toml = format!(
+        r#"
+[amqp]
+url = "amqp://127.0.0.1:5672/%2f"
+exchange = "t-{tag}-ex"
+queue = "t-{tag}-q"
+dead_letter_exchange = "t-{tag}-dlx"
+dead_letter_queue = "t-{tag}-dead"
+leader_queue = "t-{tag}-leader"
+connection_name = "codearts-syncd-test-{tag}"
+"#
+    );
+    let mut app = spawn_app_with(
+        codearts_syncd::sim::SimConfig {
+            sync_duration: Duration::from_millis(50),
+            ..Default::default()
+        },
+        &toml,
+    )
+    .await;
+    let acfg = app.cfg.amqp.clone().unwrap();
+    let connect = || async {
+        Connection::connect(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ConnectionProperties::default()
+                .with_executor(tokio_executor_trait::Tokio::current())
+                .with_reactor(tokio_reactor_trait::Tokio),
+        )
+        .await
+        .expect("RabbitMQ answers on 127.0.0.1:5672")
+    };
+    let secrets = ["pw-broker-0020", "tok-broker-0021"];
+    let messages: [(&[u8], &str); 3] = [
+        (br#"{"kind": "remote_mirror", "password": "pw-broker-0020"  oops"#, "b-1"),
+        (
+            br#"{"kind":"remote_mirror","params":{"repository_id":1,"opts":{"auth_token":"tok-broker-0021"}}}"#,
+            "b-2",
+        ),
+        (br#"{"kind":"remote_mirror","params":{"repository_id":1}}"#, "b-3"),
+    ];
+    let conn = connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    amqp::declare_topology(&ch, &acfg).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (body, id) in messages {
+        let confirm = ch
+            .basic_publish(
+                &acfg.exchange,
+                &acfg.routing_key,
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(ShortString::from(id)),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+    }
+
+    app.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let jobs = app
+            .store
+            .list(&codearts_syncd::store::ListFilter {
+                kind: None,
+                status: None,
+                limit: 0,
+            })
+            .await
+            .unwrap();
+        if jobs.len() == 3
+            && jobs
+                .iter()
+                .all(|j| j.status().is_some_and(|s| s.is_final()))
+        {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "not all recorded: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    app.stop().await;
+
+    let by_key = |k: &str| {
+        jobs.iter()
+            .find(|j| j.idempotency_key.as_deref() == Some(k))
+            .unwrap()
+    };
+    let not_json = by_key("b-1");
+    assert!(not_json.error_msg.as_deref().unwrap().contains("not JSON"));
+    assert_eq!(not_json.params["size"], messages[0].0.len());
+    let bad = by_key("b-2");
+    assert_eq!(bad.status, "rejected");
+    assert_eq!(
+        bad.params,
+        json!({"repository_id": 1, "opts": {"auth_token": "[redacted]"}})
+    );
+    assert_eq!(by_key("b-3").status, "succeeded");
+
+    let q = ch
+        .queue_declare(
+            &acfg.dead_letter_queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        q.message_count(),
+        2,
+        "the two malformed ones are dead-lettered"
+    );
+
+    let text = String::from_utf8(logs.contents()).unwrap();
+    let files = store_files(&app);
+    for s in secrets {
+        assert!(!text.contains(s), "{s:?} is in the logs");
+        for (path, bytes) in &files {
+            assert!(!contains(bytes, s), "{s:?} is in {path}");
+        }
+    }
+
+    for q in [&acfg.queue, &acfg.dead_letter_queue, &acfg.leader_queue] {
+        let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+    }
+    for e in [&acfg.exchange, &acfg.dead_letter_exchange] {
+        let _ = ch
+            .exchange_delete(e, ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done").await;
 }

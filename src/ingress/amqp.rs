@@ -274,7 +274,7 @@ pub fn parse_message(
             }
         },
     };
-    match Envelope::deserialize(&value) {
+    match Envelope::deserialize(value) {
         Ok(env) => prepare_checked(
             cfg,
             Submission {
@@ -292,6 +292,9 @@ pub fn parse_message(
                     "message is not a valid job (expected {{\"kind\", \"params\", \"key\"}}): {e}"
                 )
             });
+            // Read again (it parsed once, so it parses) to keep it: rare, unlike a copy of
+            // every message to have it at hand.
+            let value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
             prepare_invalid_envelope(Source::Amqp, value, body, message_id, reason)
         }
     }

@@ -18,29 +18,37 @@ use serde_json::{Map, Number, Value};
 /// path: `duplicate key "token" in params.nested at line 1 column 80`).
 pub fn from_str_strict(text: &str) -> Result<Value, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize::<_, Strict>(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = inner.to_string();
-        if inner.is_data() && msg.starts_with("duplicate key ") {
-            // The path is the object's that holds the repeated key (`.` for the top level).
-            let (what, at) = msg.split_once(" at line ").unwrap_or((&msg, ""));
-            let place = if path.is_empty() || path == "." {
-                "in the message".to_string()
-            } else {
-                format!("in {path}")
-            };
-            if at.is_empty() {
-                format!("{what} {place}")
-            } else {
-                format!("{what} {place} at line {at}")
-            }
-        } else {
-            msg
-        }
-    })?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(value.0)
+    match Strict::deserialize(&mut de).and_then(|v| de.end().map(|()| v)) {
+        Ok(Strict(v)) => Ok(v),
+        Err(e) if e.is_data() => Err(named(text)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The error of a strict reading of `text`, read again to learn where (the path costs time on
+/// every message, so only a failed reading pays for it).
+fn named(text: &str) -> String {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let Err(e) = serde_path_to_error::deserialize::<_, Strict>(&mut de) else {
+        return "invalid JSON".to_string();
+    };
+    let path = e.path().to_string();
+    let msg = e.into_inner().to_string();
+    if !msg.starts_with("duplicate key ") {
+        return msg;
+    }
+    // The path is the object's that holds the repeated key (`.` for the top level).
+    let (what, at) = msg.split_once(" at line ").unwrap_or((&msg, ""));
+    let place = if path.is_empty() || path == "." {
+        "in the message".to_string()
+    } else {
+        format!("in {path}")
+    };
+    if at.is_empty() {
+        format!("{what} {place}")
+    } else {
+        format!("{what} {place} at line {at}")
+    }
 }
 
 /// A [`Value`] whose objects had no repeated key.

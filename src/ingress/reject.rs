@@ -127,7 +127,7 @@ pub fn redact_value(value: &mut Value, found: &mut Found) {
         }
         Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, found)),
         Value::String(s) => {
-            let red = redact_text_noting(s, found);
+            let red = redact_str(s, found);
             if red != *s {
                 *s = red;
             }
@@ -150,10 +150,11 @@ fn collect(v: &Value, found: &mut Found) {
 /// key followed by `:` or `=` (quoted, bracketed, or up to the next `,;&)]}`, quote or line end,
 /// so `Authorization: Bearer abc` loses `Bearer abc`), and the password of `scheme://user:pw@host`.
 pub fn redact_text(text: &str) -> String {
-    redact_text_noting(text, &mut Found::default())
+    redact_str(text, &mut Found::default())
 }
 
-fn redact_text_noting(text: &str, found: &mut Found) -> String {
+/// [`redact_text`], noting what was removed in `found`.
+pub fn redact_str(text: &str, found: &mut Found) -> String {
     let b = text.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
