@@ -1,11 +1,12 @@
 //! Ingress: every way a job arrives (cron, the CLI, AMQP) ends in [`submit`], which validates the
 //! submission and writes its row before anything else happens. Invalid input is not dropped: it
-//! is recorded as a `rejected` job with the reason, bounded and with secrets redacted
-//! ([`reject`]), and logged at a pace a flood of bad input cannot raise.
+//! is recorded as a `rejected` job with the reason, bounded ([`reject`]) and with secrets redacted
+//! ([`redact`]), and logged at a pace a flood of bad input cannot raise.
 
 pub mod amqp;
 pub mod cron;
 pub mod json;
+pub mod redact;
 pub mod reject;
 
 use std::sync::Mutex;
@@ -110,11 +111,11 @@ pub(crate) fn prepare_checked(cfg: &Config, sub: Submission, early: Option<Strin
         };
     };
     let mut redacted = sub.params.clone();
-    let mut found = reject::Found::default();
-    reject::redact_value(&mut redacted, &mut found);
+    let mut found = redact::Found::default();
+    redact::redact_value(&mut redacted, &mut found);
     let params = reject::stored_json(&redacted, || sub.params.to_string().into_bytes());
     // Cut before it is redacted: what is cut off is not kept, and a 60 KB kind costs nothing.
-    let kind = reject::redact_str(&reject::stored_kind(&sub.kind), &mut found);
+    let kind = redact::redact_str(&reject::stored_kind(&sub.kind), &mut found);
     rejected(
         NewJob {
             kind,
@@ -156,8 +157,8 @@ pub(crate) fn prepare_invalid_envelope(
     key: Option<String>,
     reason: String,
 ) -> Prepared {
-    let mut found = reject::Found::default();
-    reject::redact_value(&mut message, &mut found);
+    let mut found = redact::Found::default();
+    redact::redact_value(&mut message, &mut found);
     let kind = message
         .get("kind")
         .and_then(Value::as_str)
