@@ -33,7 +33,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{prepare, prepare_raw, submit_many, Prepared, Submission, Submitted};
+use super::{
+    json, prepare_checked, prepare_invalid_envelope, prepare_raw, reject, submit_many, Prepared,
+    Submission, Submitted,
+};
 use crate::config::{AmqpConfig, Config, QueueType};
 use crate::store::Store;
 use crate::Source;
@@ -206,7 +209,8 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Erro
     Ok(())
 }
 
-/// The message format: `{"kind": "...", "params": {...}, "key": "..."}`.
+/// The message format: `{"kind": "...", "params": {...}, "key": "..."}`. A key named twice,
+/// here or anywhere in `params`, rejects the message (see [`super::json`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope {
@@ -221,7 +225,8 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// Turns one message body into a prepared submission (valid, or rejected with the reason).
+/// Turns one message body into a prepared submission (valid, or rejected with the reason). A
+/// rejected one keeps a bounded, redacted copy of the body (see [`super::reject`]).
 pub fn parse_message(
     cfg: &Config,
     max_bytes: usize,
@@ -229,15 +234,15 @@ pub fn parse_message(
     message_id: Option<String>,
 ) -> Prepared {
     if body.len() > max_bytes {
-        let preview = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
         return prepare_raw(
             Source::Amqp,
             None,
-            preview,
+            body,
             message_id,
             format!(
-                "message of {} bytes exceeds amqp.max_message_bytes ({max_bytes}); the first 1024 bytes are kept",
-                body.len()
+                "message of {} bytes exceeds amqp.max_message_bytes ({max_bytes}); only its size, SHA-256 and first {} bytes are kept",
+                body.len(),
+                reject::MAX_UNPARSED_PREFIX
             ),
         );
     }
@@ -247,14 +252,30 @@ pub fn parse_message(
             return prepare_raw(
                 Source::Amqp,
                 None,
-                String::from_utf8_lossy(body).into_owned(),
+                body,
                 message_id,
                 format!("message body is not UTF-8: {e}"),
             )
         }
     };
-    match serde_json::from_str::<Envelope>(text) {
-        Ok(env) => prepare(
+    let (value, duplicate) = match json::from_str_strict(text) {
+        Ok(v) => (v, None),
+        // A repeated key: the body is JSON all the same, read last-wins only to keep it.
+        Err(e) => match serde_json::from_str::<Value>(text) {
+            Ok(v) => (v, Some(format!("message is not a valid job: {e}"))),
+            Err(_) => {
+                return prepare_raw(
+                    Source::Amqp,
+                    None,
+                    body,
+                    message_id,
+                    format!("message is not a valid job: not JSON: {e}"),
+                )
+            }
+        },
+    };
+    match Envelope::deserialize(value) {
+        Ok(env) => prepare_checked(
             cfg,
             Submission {
                 kind: env.kind,
@@ -263,20 +284,18 @@ pub fn parse_message(
                 key: env.key.or(message_id),
                 schedule: None,
             },
+            duplicate,
         ),
         Err(e) => {
-            let kind = serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_string));
-            prepare_raw(
-                Source::Amqp,
-                kind,
-                text.to_string(),
-                message_id,
+            let reason = duplicate.unwrap_or_else(|| {
                 format!(
                     "message is not a valid job (expected {{\"kind\", \"params\", \"key\"}}): {e}"
-                ),
-            )
+                )
+            });
+            // Read again (it parsed once, so it parses) to keep it: rare, unlike a copy of
+            // every message to have it at hand.
+            let value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+            prepare_invalid_envelope(Source::Amqp, value, body, message_id, reason)
         }
     }
 }

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeZone};
+use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -63,7 +64,8 @@ pub struct Params {
     /// Only items last modified longer ago than this (`30d`).
     #[serde(default, with = "humantime_serde")]
     pub older_than: Option<Duration>,
-    /// Only items whose `uri` matches this glob (`*` within a path segment, `**` across).
+    /// Only items whose `uri` matches this glob (`*` within a path segment, `**` across; see
+    /// [`compile_pattern`]).
     #[serde(default)]
     pub include_pattern: Option<String>,
     /// Record what would go; delete nothing.
@@ -103,10 +105,13 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
             p.max_items
         )));
     }
-    if p.include_pattern.as_deref().is_some_and(str::is_empty) {
-        return Err(ParamError(
-            "parameter `include_pattern`: must not be empty".into(),
-        ));
+    if let Some(pattern) = p.include_pattern.as_deref() {
+        if pattern.is_empty() {
+            return Err(ParamError(
+                "parameter `include_pattern`: must not be empty".into(),
+            ));
+        }
+        compile_pattern(pattern)?;
     }
     if p.older_than.is_some_and(|d| d.is_zero()) {
         return Err(ParamError(
@@ -121,35 +126,29 @@ pub fn validate(params: &Value, cfg: &Config) -> Result<(), ParamError> {
     parse(params, cfg).map(|_| ())
 }
 
-/// Matches `text` against a glob: `**` spans any characters, `*` any within one path segment,
-/// `?` one character other than `/`.
+/// Compiles an `include_pattern` (globset's syntax, matched against the whole `uri`): `*` and
+/// `?` never cross a `/`; `**` as a whole path segment (`**/`, `/**/`, `/**`, or alone) spans
+/// any number of segments; `[abc]`, `[!a-z]`, `{jar,pom}` and `\` escapes as usual. An invalid
+/// pattern is an error naming the parser's reason, so it is rejected at ingress instead of
+/// matching nothing.
+pub fn compile_pattern(pattern: &str) -> Result<GlobMatcher, ParamError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| {
+            ParamError(format!(
+                "parameter `include_pattern`: invalid glob {pattern:?}: {}",
+                e.kind()
+            ))
+        })
+}
+
+/// True when `text` matches the glob `pattern` (see [`compile_pattern`]); an invalid pattern
+/// matches nothing.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') => {
-                let rest = &p[2..];
-                (0..=t.len()).any(|i| go(rest, &t[i..]))
-            }
-            Some('*') => {
-                let rest = &p[1..];
-                for i in 0..=t.len() {
-                    if go(rest, &t[i..]) {
-                        return true;
-                    }
-                    if i < t.len() && t[i] == '/' {
-                        break;
-                    }
-                }
-                false
-            }
-            Some('?') => t.first().is_some_and(|c| *c != '/') && go(&p[1..], &t[1..]),
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
+    compile_pattern(pattern).is_ok_and(|m| m.is_match(text))
 }
 
 /// Parses the API's `yyyy-MM-dd HH:mm:ss` (UTC+8) into Unix milliseconds.
@@ -252,6 +251,8 @@ fn plan(found: Vec<Found>, p: &Params, batch_size: usize, now_ms: i64) -> Vec<Pl
     let cutoff = p.older_than.map(|d| now_ms - d.as_millis() as i64);
     let mut planned = Vec::new();
     let mut eligible: Vec<(i64, Found)> = Vec::new();
+    // Compiled once; `parse` has checked it, so an error here matches nothing, as before.
+    let include = p.include_pattern.as_deref().map(compile_pattern);
     for f in found {
         let skip = |why: String, f: &Found| PlannedItem {
             batch: None,
@@ -265,7 +266,10 @@ fn plan(found: Vec<Found>, p: &Params, batch_size: usize, now_ms: i64) -> Vec<Pl
         };
         let ms = f.modified.as_deref().and_then(modified_ms);
         if let Some(pattern) = &p.include_pattern {
-            if !glob_match(pattern, &f.item.uri) {
+            if !include
+                .as_ref()
+                .is_some_and(|m| m.as_ref().is_ok_and(|m| m.is_match(&f.item.uri)))
+            {
                 planned.push(skip(
                     format!("does not match include_pattern {pattern:?}"),
                     &f,
@@ -542,6 +546,25 @@ mod tests {
         assert!(glob_match("*", "abc"));
         assert!(!glob_match("*", "a/b"));
         assert!(glob_match("**", "a/b"));
+        assert!(glob_match("repo/**/x.bin", "repo/x.bin"));
+        assert!(glob_match("repo/*.{jar,pom}", "repo/a.pom"));
+        assert!(!glob_match("repo/[!a]*", "repo/abc"));
+    }
+
+    #[test]
+    fn invalid_globs_are_rejected_with_the_parsers_reason() {
+        for (pattern, reason) in [
+            ("[abc", "unclosed character class; missing ']'"),
+            ("repo/{a,b", "unclosed alternate group; missing '}'"),
+            ("[z-a]", "invalid range; 'z' > 'a'"),
+        ] {
+            let e = compile_pattern(pattern).unwrap_err().0;
+            assert!(
+                e.starts_with("parameter `include_pattern`: invalid glob") && e.contains(reason),
+                "{pattern}: {e}"
+            );
+            assert!(!glob_match(pattern, "repo/a"));
+        }
     }
 
     #[test]

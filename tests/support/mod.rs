@@ -435,3 +435,10 @@ impl Drop for RunningBinary {
         }
     }
 }
+
+/// The one log capture of a test binary whose tests run in parallel: installed by whichever
+/// test asks first, shared by all.
+pub fn shared_log_capture() -> Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(capture_all_logs).clone()
+}
