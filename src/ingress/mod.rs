@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod cron;
+pub mod leader;
 
 use serde_json::Value;
 
