@@ -250,8 +250,7 @@ pub fn parse_message(
     }
 }
 
-/// Consumes until `cancel` fires, reconnecting as needed; `leader` is set while this instance
-/// holds cron leadership.
+/// Consumes until `cancel` fires, reconnecting as needed; `leader` tracks cron leadership.
 pub async fn run(store: Store, cfg: Arc<Config>, leader: Leader, cancel: CancellationToken) {
     let Some(acfg) = cfg.amqp.clone() else {
         return;
