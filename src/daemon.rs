@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::ingress::amqp::{self, Leader};
+use crate::ingress::amqp;
 use crate::ingress::cron::{self, Cron};
+use crate::ingress::leader::Leader;
 use crate::jobs::Ctx;
 use crate::logging::{self, LevelChange};
 use crate::store::Store;
@@ -90,6 +91,8 @@ async fn run_on(
         config: cfg.clone(),
         store: store.clone(),
     };
+    // Who leads cron: alone, this instance; with AMQP, whichever instance the broker grants
+    // the leader queue to (the consumer sets the flag while it holds it).
     let leader = if cfg.amqp.is_some() {
         Leader::contender()
     } else {
@@ -102,7 +105,7 @@ async fn run_on(
         leader.clone(),
         amqp_stop.clone(),
     ));
-    let cron = cron::start(store.clone(), cfg.clone(), leader)
+    let cron = cron::start(store.clone(), cfg.clone(), Arc::new(leader))
         .await
         .map_err(|e| Error::Cron(e.to_string()))?;
     tracing::info!(

@@ -12,9 +12,9 @@
 //! The topology is declared on every (re)connect; the connection is re-established with capped
 //! exponential backoff, each state change logged once. Among several instances, cron leadership
 //! belongs to whichever holds the exclusive consumer on `leader_queue`: the broker grants it to
-//! one connection at a time and takes it back when that connection dies.
+//! one connection at a time and takes it back when that connection dies. The session records it
+//! in the [`Leader`] flag the cron scheduler reads (see [`super::leader`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::leader::Leader;
 use super::{
     json, prepare_checked, prepare_invalid_envelope, prepare_raw, reject, submit_many, Prepared,
     Submission, Submitted,
@@ -63,38 +64,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Config(String),
-}
-
-/// Whether this instance is the cron leader. Without AMQP an instance is always the leader.
-#[derive(Clone, Debug)]
-pub struct Leader(Arc<AtomicBool>);
-
-impl Leader {
-    /// The only instance: always leads.
-    pub fn always() -> Leader {
-        Leader(Arc::new(AtomicBool::new(true)))
-    }
-
-    /// Leads only once the broker grants it.
-    pub fn contender() -> Leader {
-        Leader(Arc::new(AtomicBool::new(false)))
-    }
-
-    /// True while this instance holds the leadership.
-    pub fn is_leader(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    fn set(&self, v: bool) {
-        let was = self.0.swap(v, Ordering::SeqCst);
-        if was != v {
-            if v {
-                tracing::info!("this instance is now the cron leader");
-            } else {
-                tracing::warn!("this instance is no longer the cron leader");
-            }
-        }
-    }
 }
 
 /// The broker's connection URL with credentials (never logged), and the one without (for messages).
@@ -516,7 +485,7 @@ enum BatchError {
 }
 
 /// Tries, once a second, to become the exclusive consumer of the leader queue; holds the
-/// channel while it leads. The broker ends the leadership with the connection.
+/// channel, and `leader` set, while it leads. The broker ends the leadership with the connection.
 async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
     let tag = format!("cron-leader-{}", std::process::id());
     loop {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use uuid::Uuid;
 
-use super::amqp::Leader;
+use super::leader::Leadership;
 use super::{submit, Submission, Submitted};
 use crate::config::{Config, Schedule};
 use crate::store::Store;
@@ -41,7 +41,7 @@ pub fn check_expression(expr: &str, tz: chrono_tz::Tz) -> Result<(), String> {
 pub struct Cron {
     sched: JobScheduler,
     store: Store,
-    leader: Leader,
+    leader: Arc<dyn Leadership>,
     /// Each registered schedule, as configured, with its scheduler job id.
     registered: Vec<(Schedule, Uuid)>,
 }
@@ -62,11 +62,12 @@ impl ScheduleChanges {
 }
 
 /// Starts the configured schedules; shut the returned scheduler down on exit.
-/// Ticks fire on every instance, but only the cron leader submits (see [`Leader`]).
+/// Ticks fire on every instance, but only the cron leader submits: `leader` is asked at each
+/// tick (see [`super::leader`]).
 pub async fn start(
     store: Store,
     cfg: Arc<Config>,
-    leader: Leader,
+    leader: Arc<dyn Leadership>,
 ) -> Result<Cron, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
     let mut cron = Cron {

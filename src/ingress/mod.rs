@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod cron;
 pub mod json;
+pub mod leader;
 pub mod redact;
 pub mod reject;
 
