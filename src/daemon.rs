@@ -22,6 +22,8 @@ use crate::jobs::Ctx;
 use crate::logging::{self, LevelChange};
 use crate::store::Store;
 
+pub mod checks;
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -180,7 +182,7 @@ async fn apply_reload(
 ) -> Arc<Config> {
     let path_shown = path.display().to_string();
     tracing::info!(path = %path_shown, "reload requested: reading the configuration again");
-    let new = match Config::load(path).and_then(|c| c.check_all().map(|()| c)) {
+    let new = match Config::load(path).and_then(|c| checks::check_config(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(path = %path_shown, error = %e, "configuration reload refused; the configuration in force is kept");
@@ -192,7 +194,7 @@ async fn apply_reload(
     let mut effective = (**running).clone();
     effective.schedules = new.schedules.clone();
     effective.logging.level = new.logging.level;
-    if let Err(e) = effective.validate() {
+    if let Err(e) = checks::check_values(&effective) {
         tracing::error!(
             path = %path_shown, error = %e,
             "configuration reload refused: the new schedules do not fit the configuration in force (the keys they rely on change only at a restart); the configuration in force is kept"

@@ -102,7 +102,9 @@ async fn a_bad_cron_expression_or_zone_is_named() {
         ),
     ] {
         let text = format!("{base}\n{schedule}");
-        let err = codearts_syncd::config::Config::from_toml_str(&text, app.dir.path()).unwrap_err();
+        let err = codearts_syncd::config::Config::from_toml_str(&text, app.dir.path())
+            .and_then(|c| codearts_syncd::daemon::checks::check_values(&c))
+            .unwrap_err();
         assert!(err.to_string().contains(key), "expected {key} in: {err}");
     }
 }

@@ -14,7 +14,7 @@ pub enum ConfigCommand {
 
 pub(super) fn check(cfg: &Config) -> anyhow::Result<u8> {
     print!("{}", cfg.to_redacted_toml());
-    if let Err(e) = cfg.check_all() {
+    if let Err(e) = crate::daemon::checks::check_config(cfg) {
         eprintln!("error: {e}");
         return Ok(EXIT_INVALID);
     }

@@ -111,7 +111,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             exit(tools::bench_audit(args).await)
         }
         command => {
-            let cfg = match Config::load(&cli.config) {
+            // Every command refuses what `config check` refuses of the values (the schedules
+            // included); only `run` and `config check` also read the secrets.
+            let loaded = Config::load(&cli.config)
+                .and_then(|c| crate::daemon::checks::check_values(&c).map(|()| c));
+            let cfg = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -121,7 +125,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             // The daemon starts only with a configuration `config check` accepts: a secret
             // that does not resolve is refused here, by key, not by every job it would fail.
             if matches!(command, Command::Run) {
-                if let Err(e) = cfg.check_all() {
+                if let Err(e) = crate::daemon::checks::check_config(&cfg) {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_INVALID);
                 }

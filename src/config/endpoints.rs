@@ -1,0 +1,59 @@
+//! The cloud endpoints: the overrides a file may give, the region defaults (from the SDK region
+//! files), and the endpoints in force after both.
+
+use serde::{Deserialize, Serialize};
+
+use super::Config;
+
+/// Explicit endpoints; each defaults from the region.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointOverrides {
+    pub iam: Option<String>,
+    pub repo: Option<String>,
+    pub artifact: Option<String>,
+}
+
+/// The endpoints in force, after defaults.
+#[derive(Clone, Debug, Serialize)]
+pub struct Endpoints {
+    pub iam: String,
+    pub repo: String,
+    pub artifact: String,
+}
+
+impl Config {
+    /// The endpoints in force: overrides, else the region's defaults.
+    pub fn endpoints(&self) -> Endpoints {
+        let d = default_endpoints(&self.cloud.region);
+        let e = &self.cloud.endpoints;
+        Endpoints {
+            iam: e.iam.clone().unwrap_or(d.iam),
+            repo: e.repo.clone().unwrap_or(d.repo),
+            artifact: e.artifact.clone().unwrap_or(d.artifact),
+        }
+    }
+}
+
+/// Region defaults, from the SDK region files: Artifact and Repo hosts are not uniform.
+pub fn default_endpoints(region: &str) -> Endpoints {
+    let artifact_host = match region {
+        "ap-southeast-3" | "cn-south-1" | "me-east-1" | "af-south-1" | "af-north-1" => "artifact",
+        _ => "cloudartifacts-ext",
+    };
+    let repo_host = match region {
+        "la-south-2" | "tr-west-1" | "eu-west-101" => "codeartsrepo-ext",
+        r if r == "me-east-1" || r.starts_with("af-") => "repo",
+        _ => "codehub-ext",
+    };
+    let iam_suffix = if region == "eu-west-101" {
+        "myhuaweicloud.eu"
+    } else {
+        "myhuaweicloud.com"
+    };
+    Endpoints {
+        iam: format!("https://iam.{region}.{iam_suffix}"),
+        repo: format!("https://{repo_host}.{region}.myhuaweicloud.com"),
+        artifact: format!("https://{artifact_host}.{region}.myhuaweicloud.com"),
+    }
+}

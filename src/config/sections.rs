@@ -1,0 +1,315 @@
+//! The sections of the file that are plain settings, as typed values with their defaults:
+//! `store`, `http`, `engine`, `retry`, `remote_mirror`, `purge_recycle_bin`, `credentials`,
+//! `schedules`, `amqp` and `logging`. The `cloud` section is in `cloud`; the checks that types
+//! cannot express (ranges, references) are in `checks`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::checks::HOUR;
+use super::SecretSource;
+
+/// The SQLite store.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The database file (created if missing).
+    pub path: PathBuf,
+    /// `normal` survives a process crash; `full` also survives a power loss.
+    pub synchronous: Synchronous,
+    /// How long a writer waits for the lock before failing.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/codearts-syncd/jobs.db"),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// SQLite's `synchronous` level.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// HTTP client behaviour.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Quick retries inside one attempt for connection failures and resets.
+    pub transport_retries: u32,
+    /// Refresh a token this long before it expires.
+    #[serde(with = "humantime_serde")]
+    pub token_refresh_margin: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            transport_retries: 2,
+            token_refresh_margin: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The worker pool.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Jobs running at once, all kinds together.
+    pub concurrency: usize,
+    /// Per-kind caps, e.g. `remote_mirror = 4`.
+    pub per_kind: BTreeMap<String, usize>,
+    /// How often the store is checked for due jobs when nothing wakes the engine.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long in-flight jobs may take to finish before they are re-queued.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 8,
+            per_kind: BTreeMap::new(),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Job-level retry policy (exponential backoff with jitter).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    pub multiplier: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Jitter: each delay is drawn from `[d·(1-r), d·(1+r)]`.
+    pub randomization_factor: f64,
+    /// Attempts before a job is `failed`.
+    pub max_attempts: u32,
+    /// The longest `Retry-After` from the API that is obeyed as given; a longer one is cut to
+    /// this, so a misbehaving endpoint cannot park a job for days.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_interval: Duration::from_secs(5),
+            multiplier: 2.0,
+            max_interval: Duration::from_secs(600),
+            randomization_factor: 0.2,
+            max_attempts: 6,
+            max_retry_after: HOUR,
+        }
+    }
+}
+
+/// `remote_mirror` defaults.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteMirrorConfig {
+    /// How often a started sync's mirror state is polled.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Default `follow_timeout` when a job does not give one.
+    #[serde(with = "humantime_serde")]
+    pub follow_timeout: Duration,
+}
+
+impl Default for RemoteMirrorConfig {
+    fn default() -> Self {
+        RemoteMirrorConfig {
+            poll_interval: Duration::from_secs(15),
+            follow_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// `purge_recycle_bin` settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// Items sent in one `DELETE /cloudartifact/v5/trashes`.
+    pub batch_size: usize,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        PurgeConfig { batch_size: 100 }
+    }
+}
+
+/// Source-repository credentials for a mirror, sent base64-encoded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialProfile {
+    pub username: SecretSource,
+    pub password: SecretSource,
+}
+
+/// One cron schedule.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    /// Six fields, seconds first: `0 30 3 * * *` is 03:30:00 every day.
+    pub cron: String,
+    /// IANA time zone name; default UTC.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+}
+
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// AMQP ingress: the topology the daemon declares and how it consumes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqp://host:port/vhost` or `amqps://…` (TLS with rustls), without credentials.
+    pub url: String,
+    pub username: String,
+    /// Default: the broker's `guest` password when unset (for local brokers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    /// Durable direct exchange the jobs are published to.
+    pub exchange: String,
+    pub routing_key: String,
+    /// Durable queue bound to the exchange with `routing_key`.
+    pub queue: String,
+    /// `classic` or `quorum`.
+    pub queue_type: QueueType,
+    /// Fanout exchange invalid messages are dead-lettered to, and its durable queue.
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Queue whose single exclusive consumer is the cron leader among instances.
+    pub leader_queue: String,
+    /// Unacknowledged deliveries the broker sends ahead.
+    pub prefetch: u16,
+    /// Larger messages are rejected.
+    pub max_message_bytes: usize,
+    /// Deliveries gathered into one store transaction at most, and how long to gather.
+    pub batch_max: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Reconnection backoff: first delay and cap.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// The connection name the broker shows (default: `codearts-syncd pid N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_name: Option<String>,
+    /// How long `enqueue` waits for the broker's publisher confirm.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://127.0.0.1:5672/%2f".into(),
+            username: "guest".into(),
+            password: None,
+            exchange: "codearts-syncd".into(),
+            routing_key: "jobs".into(),
+            queue: "codearts-syncd.jobs".into(),
+            queue_type: QueueType::Classic,
+            dead_letter_exchange: "codearts-syncd.dlx".into(),
+            dead_letter_queue: "codearts-syncd.dead".into(),
+            leader_queue: "codearts-syncd.leader".into(),
+            prefetch: 256,
+            max_message_bytes: 64 * 1024,
+            batch_max: 256,
+            batch_wait: Duration::from_millis(5),
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            connection_name: None,
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// RabbitMQ queue type.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+/// Log output.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// The daemon's own level when RUST_LOG is not set (other crates log at `warn`); SIGHUP
+    /// reloads it.
+    pub level: LogLevel,
+}
+
+/// A log level for `logging.level`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The name as written in the file and in a tracing filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Human-readable text or JSON lines.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
