@@ -27,6 +27,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::artifact::model::{AuditTrigger, DeleteResultShape};
 use super::repo::parse_repository_id;
 use super::state::SimState;
 use super::{error_response, Fault, RepoBehaviour};
@@ -141,7 +142,7 @@ async fn append_audit(
     let mut inner = state.lock();
     match a.after_pages {
         None => inner.artifact.append_audit(&module, &repo, a.count),
-        Some(k) => inner.artifact.triggers.push(super::artifact::AuditTrigger {
+        Some(k) => inner.artifact.triggers.push(AuditTrigger {
             module,
             repo,
             after_pages: k,
@@ -154,7 +155,7 @@ async fn append_audit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrashResult {
-    shape: super::artifact::DeleteResultShape,
+    shape: DeleteResultShape,
 }
 
 async fn set_trash_result(State(state): State<Arc<SimState>>, body: Bytes) -> Response {

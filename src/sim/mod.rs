@@ -25,15 +25,28 @@
 //! the same controls are exposed without authentication under `/__sim/`
 //! (faults, token expiry, recorded calls, repository behaviour, health).
 //!
-//! CodeArts Artifact (`/cloudartifact/v5/…`) is in `artifact.rs`: repository
+//! CodeArts Artifact (`/cloudartifact/v5/…`) is in `artifact/`: repository
 //! list and detail, recycle-bin file tree, delete and restore, storage usage and
 //! trend, audit logs, with seeded data (see [`SimConfig`]). Every route accepts
 //! a token or an AK/SK signature (`SDK-HMAC-SHA256`), verified in `aksk.rs` as
 //! the gateway does, before any handler runs.
 //!
+//! The files, top to bottom; each imports only from files below it and from this one, which
+//! holds the types they share (and re-exports [`Simulator`]):
+//!
+//! - `simulator.rs`: the [`Simulator`] handle: start, stop, and the controls tests use.
+//! - `server.rs`: the router, the `intercept` layer (records calls, verifies
+//!   signatures, applies faults) and the accept loop.
+//! - `control.rs`: the same controls over HTTP under `/__sim/`.
+//! - `faults.rs`: applying a queued [`Fault`].
+//! - `iam.rs`, `repo.rs`, `artifact/`: the simulated services' routes.
+//! - `aksk.rs`: AK/SK signature verification.
+//! - `state.rs`: tokens, faults, calls and repositories behind one lock.
+//! - `artifact/model.rs`: the Artifact data, held by the state.
+//!
 //! Adding a route takes a [`Route`]
-//! variant, its handler, one `.route(..)` line in `router` wrapped like the
-//! others, and the variant's arms in the matches of `faults.rs` (its
+//! variant, its handler, one `.route(..)` line in `server.rs`'s `router` wrapped
+//! like the others, and the variant's arms in the matches of `faults.rs` (its
 //! documented error bodies, success status and a sample success body).
 
 mod aksk;
@@ -42,34 +55,22 @@ mod control;
 mod faults;
 mod iam;
 mod repo;
+mod server;
+mod simulator;
 mod state;
 
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tower::ServiceExt;
 
-use state::SimState;
+pub use simulator::Simulator;
 
 /// What the simulated account looks like and how fast things happen.
 #[derive(Clone, Debug)]
@@ -128,191 +129,6 @@ impl Default for SimConfig {
             trash_files_per_repo: 6,
             audit_records: 20_000,
         }
-    }
-}
-
-/// A simulator instance. Clones share state; when the last clone is dropped,
-/// servers started with [`Simulator::spawn`] or [`Simulator::serve`] stop.
-#[derive(Clone)]
-pub struct Simulator {
-    state: Arc<SimState>,
-    life: Arc<Lifetime>,
-}
-
-/// Held only by `Simulator` handles, never by server tasks, so that dropping
-/// the last handle closes the channel and stops the servers.
-struct Lifetime {
-    stop: watch::Sender<u64>,
-}
-
-impl Simulator {
-    pub fn new(cfg: SimConfig) -> Self {
-        let (stop, _) = watch::channel(0);
-        Simulator {
-            state: Arc::new(SimState::new(cfg)),
-            life: Arc::new(Lifetime { stop }),
-        }
-    }
-
-    /// Binds `addr` (use "127.0.0.1:0" in tests) and serves in a spawned task
-    /// until the handle is dropped or `shutdown` is called; returns the bound
-    /// address.
-    pub async fn spawn(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        let state = Arc::clone(&self.state);
-        let stop = self.life.stop.subscribe();
-        tokio::spawn(serve_loop(state, listener, stop, std::future::pending()));
-        Ok(local)
-    }
-
-    /// Serves on an existing listener until `shutdown` resolves (or
-    /// [`Simulator::shutdown`] is called, or the last handle is dropped).
-    pub async fn serve(
-        &self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let state = Arc::clone(&self.state);
-        let stop = self.life.stop.subscribe();
-        serve_loop(state, listener, stop, shutdown).await
-    }
-
-    /// Stops every server started from this simulator so far. Servers started
-    /// afterwards are not affected.
-    pub fn shutdown(&self) {
-        self.life.stop.send_modify(|generation| *generation += 1);
-    }
-
-    /// Queues a fault; see [`Fault`].
-    pub fn inject(&self, fault: Fault) {
-        self.state.push_fault(fault);
-    }
-
-    pub fn clear_faults(&self) {
-        self.state.clear_faults();
-    }
-
-    /// Every token issued so far is expired from now on (401 `DEV.00000003`
-    /// on use). Tokens issued later are unaffected.
-    pub fn expire_tokens(&self) {
-        self.state.expire_tokens();
-    }
-
-    /// Makes repository `id` exist with `behaviour`, keeping its mirror state
-    /// if it already existed.
-    pub fn set_repo(&self, id: u32, behaviour: RepoBehaviour) {
-        self.state.set_repo(id, behaviour);
-    }
-
-    /// Repository `id` no longer exists (404 `CH.004404`).
-    pub fn remove_repo(&self, id: u32) {
-        self.state.remove_repo(id);
-    }
-
-    /// Every request received on a simulated API route, in order of arrival.
-    pub fn calls(&self) -> Vec<Call> {
-        self.state.calls()
-    }
-
-    /// Requests received on `route`, including faulted and rejected ones.
-    pub fn count(&self, route: Route) -> usize {
-        self.state.count(route)
-    }
-
-    /// Every token value issued, so tests can check none of them leaks into logs.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        self.state.lock().issued.clone()
-    }
-
-    /// The recycle bin's content now.
-    pub fn trash_entries(&self) -> Vec<artifact::TrashEntry> {
-        self.state.lock().artifact.trash_entries()
-    }
-
-    /// Every item URI deleted for good, in order (each should appear once).
-    pub fn deleted_uris(&self) -> Vec<String> {
-        self.state.lock().artifact.deleted.clone()
-    }
-
-    /// Every item URI received by delete calls that reached the service, in order.
-    pub fn delete_requests(&self) -> Vec<String> {
-        self.state.lock().artifact.delete_requests.clone()
-    }
-
-    /// Deleting `uri` fails (reported in `failedMessages`) from now on.
-    pub fn lock_trash(&self, uri: &str) {
-        self.state.lock().artifact.locked.push(uri.to_string());
-    }
-
-    /// Chooses the shape of the trash delete's `result`.
-    pub fn set_delete_result_shape(&self, shape: artifact::DeleteResultShape) {
-        self.state.lock().artifact.delete_shape = shape;
-    }
-
-    /// Ids of the active Artifact repositories, in listing order.
-    pub fn artifact_repo_ids(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .artifact
-            .in_order()
-            .into_iter()
-            .filter(|r| r.status == "active")
-            .map(|r| r.id.clone())
-            .collect()
-    }
-
-    /// `(repository id, exact bytes, usedSpace string)` of each active repository.
-    pub fn artifact_usage(&self) -> Vec<(String, u64, String)> {
-        self.state
-            .lock()
-            .artifact
-            .in_order()
-            .into_iter()
-            .filter(|r| r.status == "active")
-            .map(|r| {
-                (
-                    r.id.clone(),
-                    r.used_bytes,
-                    artifact::human_size(r.used_bytes, "0 MB"),
-                )
-            })
-            .collect()
-    }
-
-    /// Appends `count` audit records to the log of (`module`, `repo`) now.
-    pub fn append_audit(&self, module: &str, repo: &str, count: u64) {
-        self.state.lock().artifact.append_audit(module, repo, count);
-    }
-
-    /// Appends `count` audit records to (`module`, `repo`) right after the audit route has
-    /// answered `after_pages` pages of that log: an append in the middle of a walk.
-    pub fn append_audit_after(&self, module: &str, repo: &str, after_pages: u64, count: u64) {
-        self.state
-            .lock()
-            .artifact
-            .triggers
-            .push(artifact::AuditTrigger {
-                module: module.to_string(),
-                repo: repo.to_string(),
-                after_pages,
-                count,
-            });
-    }
-
-    /// The ids of every record in the log of (`module`, `repo`), oldest first.
-    pub fn audit_ids(&self, module: &str, repo: &str) -> Vec<String> {
-        self.state.lock().artifact.audit_ids(module, repo)
-    }
-
-    /// Successful (200) start calls for `repository_id`.
-    pub fn mirror_starts(&self, repository_id: u32) -> usize {
-        self.state
-            .lock()
-            .starts
-            .get(&repository_id)
-            .copied()
-            .unwrap_or(0)
     }
 }
 
@@ -458,7 +274,7 @@ pub(crate) fn error_response(status: StatusCode, code: &str, msg: &str) -> Respo
         .into_response()
 }
 
-/// Put on a request by [`intercept`] when its AK/SK signature verified.
+/// Put on a request by the server's `intercept` when its AK/SK signature verified.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AkSkVerified;
 
@@ -471,268 +287,4 @@ struct ResetConnection;
 #[derive(Clone)]
 pub(crate) struct CallNote {
     pub(crate) body_username: Option<String>,
-}
-
-/// The router: simulated API routes, each wrapped by [`intercept`], and the
-/// control routes under `/__sim`.
-fn router(state: Arc<SimState>) -> Router {
-    let api = |route: Route, endpoint: MethodRouter<Arc<SimState>>| {
-        let ep = Endpoint {
-            state: Arc::clone(&state),
-            route,
-        };
-        endpoint.route_layer(middleware::from_fn_with_state(ep, intercept))
-    };
-    Router::new()
-        .route(
-            "/v3/auth/tokens",
-            api(Route::IamToken, post(iam::create_token)),
-        )
-        .route(
-            repo::MIRROR_PATH,
-            api(Route::MirrorStart, post(repo::start_mirror))
-                .merge(api(Route::MirrorShow, get(repo::show_mirror))),
-        )
-        // Path segments that hold different things in different routes share one name
-        // (`{a}`, `{b}`), as the router requires; handlers take them by position.
-        .route(
-            "/cloudartifact/v5/trashes",
-            api(Route::TrashDelete, delete(artifact::delete_trashes)).merge(api(
-                Route::TrashRestore,
-                axum::routing::put(artifact::restore_trashes),
-            )),
-        )
-        .route(
-            "/cloudartifact/v5/storage",
-            api(Route::Storage, get(artifact::show_storage)),
-        )
-        .route(
-            "/cloudartifact/v5/{tenant_id}/{project_id}/repositories",
-            api(Route::ArtifactRepoList, get(artifact::list_repositories)),
-        )
-        .route(
-            "/cloudartifact/v5/{tenant_id}/{project_id}/storageinfo/statistic",
-            api(Route::StorageTrend, get(artifact::storage_statistic)),
-        )
-        .route(
-            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/repositories",
-            api(Route::ArtifactRepoShow, get(artifact::show_repository)),
-        )
-        .route(
-            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/file-tree",
-            api(Route::ArtifactFileTree, get(artifact::file_tree)),
-        )
-        .route(
-            "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/{b}/audit",
-            api(Route::Audit, get(artifact::audit)),
-        )
-        .nest("/__sim", control::router())
-        .fallback(unknown_api)
-        .with_state(state)
-}
-
-/// Unknown paths. The cloud's API gateway answers these itself with
-/// `APIGW.0101`; that code is not in the reference pages we keep, but a
-/// JSON error body is closer to the real thing than an empty 404.
-async fn unknown_api() -> Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "APIGW.0101",
-        "The API does not exist or has not been published in the environment",
-    )
-}
-
-#[derive(Clone)]
-struct Endpoint {
-    state: Arc<SimState>,
-    route: Route,
-}
-
-/// Runs after routing, so the route and repository id are known: records the
-/// call, applies a queued fault before the handler's own checks (auth
-/// included), and logs the outcome without any credential.
-async fn intercept(
-    State(ep): State<Endpoint>,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let repository_id = params.ok().and_then(|p| {
-        p.iter()
-            .find(|(k, _)| *k == "repository_id")
-            .and_then(|(_, v)| repo::parse_repository_id(v))
-    });
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let mut auth = ep.state.auth_kind(req.headers());
-    // A signed request is verified here, before faults and handlers, as the gateway does.
-    // IAM's token call is not behind the gateway's AK/SK check.
-    let mut req = req;
-    let mut refused = None;
-    if ep.route != Route::IamToken && req.headers().contains_key("authorization") {
-        let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, 12 * 1024 * 1024)
-            .await
-            .unwrap_or_default();
-        match aksk::verify(
-            &ep.state.cfg,
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &bytes,
-        ) {
-            Ok(()) => auth = state::AuthKind::AkSk,
-            Err(why) => {
-                auth = state::AuthKind::BadSignature;
-                refused = Some(why);
-            }
-        }
-        req = Request::from_parts(parts, Body::from(bytes));
-        if auth == state::AuthKind::AkSk {
-            req.extensions_mut().insert(AkSkVerified);
-        }
-    }
-    let index = ep.state.begin_call(Call {
-        route: ep.route,
-        method: method.clone(),
-        path: path.clone(),
-        repository_id,
-        at: Utc::now(),
-        status: 0,
-        auth: auth.as_str().to_string(),
-        body_username: None,
-    });
-
-    let mut resp = match ep.state.take_fault(ep.route, repository_id) {
-        Some(fault) => faults::apply(&ep.state, ep.route, fault, req, next).await,
-        None => match refused {
-            Some(why) => error_response(
-                StatusCode::UNAUTHORIZED,
-                aksk::GATEWAY_AUTH_CODE,
-                &why.message(),
-            ),
-            None => next.run(req).await,
-        },
-    };
-
-    let status = if resp.extensions().get::<ResetConnection>().is_some() {
-        0
-    } else {
-        resp.status().as_u16()
-    };
-    let note = resp.extensions_mut().remove::<CallNote>();
-    ep.state
-        .finish_call(index, status, note.and_then(|n| n.body_username));
-    // Real responses carry a request id that SDKs report with errors.
-    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()) {
-        resp.headers_mut().insert("x-request-id", id);
-    }
-    tracing::debug!(
-        route = ?ep.route,
-        %method,
-        %path,
-        repository_id,
-        status,
-        auth = auth.as_str(),
-        "simulator request"
-    );
-    resp
-}
-
-/// Error returned to hyper for a `reset` fault, which makes it drop the
-/// connection without a response.
-#[derive(Debug)]
-struct ConnectionReset;
-
-impl std::fmt::Display for ConnectionReset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection reset by simulated fault")
-    }
-}
-
-impl std::error::Error for ConnectionReset {}
-
-/// Per-connection hyper service around the axum router.
-#[derive(Clone)]
-struct ConnService {
-    router: Router,
-}
-
-impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
-    type Response = Response;
-    type Error = ConnectionReset;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, ConnectionReset>> + Send>>;
-
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let router = self.router.clone();
-        Box::pin(async move {
-            let resp = match router.oneshot(req.map(Body::new)).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            if resp.extensions().get::<ResetConnection>().is_some() {
-                return Err(ConnectionReset);
-            }
-            Ok(resp)
-        })
-    }
-}
-
-/// Resolves when the simulator is shut down or its last handle is dropped.
-async fn stopped(mut stop: watch::Receiver<u64>) {
-    // Err means the sender (the last handle) is gone: stop as well.
-    let _ = stop.changed().await;
-}
-
-/// Hand-rolled accept loop: axum's own `serve` cannot drop a single
-/// connection on demand, which the `reset` fault needs.
-async fn serve_loop(
-    state: Arc<SimState>,
-    listener: TcpListener,
-    stop: watch::Receiver<u64>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let service = ConnService {
-        router: router(state),
-    };
-    // Tells open connections to finish their current request and close.
-    let (close_tx, close_rx) = watch::channel(());
-    let stopped = stopped(stop);
-    tokio::pin!(shutdown, stopped);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            _ = &mut stopped => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                // Typically out of file descriptors: back off rather than spin.
-                tracing::warn!(error = %e, "simulator accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let mut close = close_rx.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = close.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "simulator connection closed");
-            }
-        });
-    }
-    drop(close_tx);
-    Ok(())
 }

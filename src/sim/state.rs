@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use axum::http::HeaderMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::artifact::model::ArtifactState;
 use super::{Call, Fault, RepoBehaviour, Route, SimConfig};
 
 /// How a request authenticated itself, as recorded in [`Call::auth`].
@@ -157,7 +158,7 @@ pub(crate) struct Inner {
     /// Seeded repositories removed with `remove_repo`.
     removed: HashSet<u32>,
     pub(crate) starts: HashMap<u32, usize>,
-    pub(crate) artifact: super::artifact::ArtifactState,
+    pub(crate) artifact: ArtifactState,
 }
 
 pub(crate) struct SimState {
@@ -170,7 +171,7 @@ impl SimState {
     pub(crate) fn new(cfg: SimConfig) -> Self {
         let created_at = Utc::now();
         let inner = Inner {
-            artifact: super::artifact::ArtifactState::seed(&cfg, created_at),
+            artifact: ArtifactState::seed(&cfg, created_at),
             ..Inner::default()
         };
         SimState {

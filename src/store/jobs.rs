@@ -1,0 +1,279 @@
+//! The job table: what a job is as stored, inserting one (alone, in a batch, or as a cron tick
+//! that is skipped while its previous run is active), reading jobs back, and start-up recovery of
+//! jobs a dead process left `running`. Claiming and settling live in [`super::claim`] and
+//! [`super::settle`]; who asked for a job, in [`super::requests`].
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{requests, Error, Store};
+use crate::{now_ms, JobId, Source, Status};
+
+/// A job as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobRow {
+    pub id: JobId,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub source: String,
+    pub schedule: Option<String>,
+    pub status: String,
+    #[serde(skip)]
+    pub claimed_from: Option<String>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub next_run_at: i64,
+    pub jid: Option<String>,
+    pub trace_id: Option<String>,
+    pub http_status: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+    pub checkpoint: Option<serde_json::Value>,
+    pub result: Option<serde_json::Value>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl JobRow {
+    /// The parsed status.
+    pub fn status(&self) -> Option<Status> {
+        Status::parse(&self.status)
+    }
+
+    /// True when this claim is a poll of a following job, not a new attempt.
+    pub fn is_poll(&self) -> bool {
+        self.claimed_from.as_deref() == Some("following")
+    }
+}
+
+/// A job to insert.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub kind: String,
+    pub params: String,
+    pub source: Source,
+    pub schedule: Option<String>,
+    pub status: Status,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+    /// Join a queued job of the same kind with the same parameters instead of adding one.
+    pub coalesce: bool,
+}
+
+/// What an insert did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    New(JobId),
+    /// The idempotency key already names this job; nothing was written.
+    Duplicate(JobId),
+    /// Joined this queued job (recorded as a request of it).
+    Coalesced(JobId),
+}
+
+/// Filters for [`Store::list`].
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub limit: i64,
+}
+
+pub(super) const JOB_COLUMNS: &str =
+    "id, kind, params, source, schedule, status, claimed_from, attempts, \
+     max_attempts, next_run_at, jid, trace_id, http_status, error_code, error_msg, checkpoint, \
+     result, idempotency_key, created_at, started_at, finished_at";
+
+impl Store {
+    /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
+    pub async fn insert(&self, job: &NewJob) -> Result<Inserted, Error> {
+        let inserted = self.observe(
+            async {
+                let mut tx = self.write_tx().await?;
+                let inserted = insert_in(&mut tx, job).await?;
+                tx.commit().await?;
+                Ok(inserted)
+            }
+            .await,
+        )?;
+        if matches!(inserted, Inserted::New(_)) {
+            self.work.notify_one();
+        }
+        Ok(inserted)
+    }
+
+    /// Inserts several jobs in one transaction: all are recorded, or none (one commit for a
+    /// whole batch of deliveries, which is what makes persist-then-ack affordable).
+    pub async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>, Error> {
+        let out = self.observe(
+            async {
+                let mut tx = self.write_tx().await?;
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    out.push(insert_in(&mut tx, job).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+            .await,
+        )?;
+        if out.iter().any(|i| matches!(i, Inserted::New(_))) {
+            self.work.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Inserts a cron tick's job: `skipped` when a job of the same schedule is still active.
+    /// Returns the insert and whether it was skipped.
+    pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
+        let r = self.insert_scheduled_tx(job).await;
+        self.observe(r)
+    }
+
+    async fn insert_scheduled_tx(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
+        let mut tx = self.write_tx().await?;
+        let active: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE schedule = ? \
+             AND status IN ('queued', 'running', 'following') LIMIT 1",
+        )
+        .bind(&job.schedule)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut job = job.clone();
+        if let Some(prev) = active {
+            job.status = Status::Skipped;
+            job.error_msg = Some(format!("previous run (job {prev}) is still active"));
+        }
+        let inserted = insert_in(&mut tx, &job).await?;
+        tx.commit().await?;
+        if active.is_none() {
+            self.work.notify_one();
+        }
+        Ok((inserted, active.is_some()))
+    }
+
+    /// Start-up recovery: jobs left `running` by a process that died go back to what they were
+    /// claimed from, due now; their open attempts are closed as `interrupted`.
+    pub async fn recover_running(&self) -> Result<u64, Error> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE attempts SET finished_at = ?, outcome = 'interrupted', \
+               error_msg = 'the process stopped during this attempt' \
+             WHERE outcome IS NULL AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = COALESCE(claimed_from, 'queued'), next_run_at = ?, \
+               updated_at = ? WHERE status = 'running'",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// One job.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, Error> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Jobs, newest first.
+    pub async fn list(&self, f: &ListFilter) -> Result<Vec<JobRow>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR kind = ?1) \
+             AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
+        ))
+        .bind(&f.kind)
+        .bind(&f.status)
+        .bind(if f.limit <= 0 { -1 } else { f.limit })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Counts jobs per status.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, Error> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+async fn insert_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job: &NewJob,
+) -> Result<Inserted, Error> {
+    let now = now_ms();
+    if let Some(earlier) = requests::earlier(tx, job, now).await? {
+        return Ok(earlier);
+    }
+    let finished = job.status.is_final().then_some(now);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
+           idempotency_key, error_code, error_msg, created_at, finished_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&job.kind)
+    .bind(&job.params)
+    .bind(job.source.as_str())
+    .bind(&job.schedule)
+    .bind(job.status.as_str())
+    .bind(job.max_attempts as i64)
+    .bind(now)
+    .bind(&job.idempotency_key)
+    .bind(&job.error_code)
+    .bind(&job.error_msg)
+    .bind(now)
+    .bind(finished)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    // The job's request row is written by the trigger jobs_record_request.
+    Ok(Inserted::New(id))
+}
+
+fn json_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Option<serde_json::Value>, Error> {
+    let text: Option<String> = row.try_get(col)?;
+    Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))))
+}
+
+pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, Error> {
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        params: json_col(row, "params")?.unwrap_or(serde_json::Value::Null),
+        source: row.try_get("source")?,
+        schedule: row.try_get("schedule")?,
+        status: row.try_get("status")?,
+        claimed_from: row.try_get("claimed_from")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        next_run_at: row.try_get("next_run_at")?,
+        jid: row.try_get("jid")?,
+        trace_id: row.try_get("trace_id")?,
+        http_status: row.try_get("http_status")?,
+        error_code: row.try_get("error_code")?,
+        error_msg: row.try_get("error_msg")?,
+        checkpoint: json_col(row, "checkpoint")?,
+        result: json_col(row, "result")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
