@@ -1167,3 +1167,39 @@ async fn debug_log_names_requests_without_tokens_or_passwords() {
         assert!(!log.contains(secret), "{secret} in {log}");
     }
 }
+
+/// The simulator must catch a client bug, so it shares no code with the client it stands in
+/// front of: no file under `src/sim/` names the `api` module.
+#[test]
+fn simulator_never_imports_the_client() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src/sim") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(files.len() > 5, "{files:?}");
+    // Built from pieces so that this file does not match itself.
+    let needles = [
+        ["crate", "::api"].concat(),
+        ["codearts_syncd", "::api"].concat(),
+        ["super::super", "::api"].concat(),
+    ];
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read a source file");
+        for needle in &needles {
+            assert!(
+                !text.contains(needle.as_str()),
+                "{} uses {needle}",
+                file.display()
+            );
+        }
+    }
+}
