@@ -9,15 +9,21 @@
 //!                                    └──── outcome, jid, attempts ◄─┘
 //! ```
 //!
-//! - [`config`]: the typed configuration, loaded from TOML and the environment, validated once.
-//! - [`ingress`]: every way a job arrives; all of them call [`ingress::submit`].
-//! - [`store`]: the SQLite job table, attempts and archives; the only place with SQL.
-//! - [`engine`]: the worker pool, claiming, the state machine, the retry policy, shutdown.
-//! - [`api`]: the cloud client: IAM tokens, error decoding, one file per service.
+//! Layers, lowest first (imports point down this list; `tests/architecture.rs` checks it, and
+//! `ARCHITECTURE.md` is the map):
+//!
+//! - shared: this file (JobId, Source, Status, the clock) and [`size`].
+//! - [`config`]: the typed configuration as plain data: parsing, env overrides, secret sources,
+//!   shapes and ranges.
+//! - [`api`]: the cloud client: IAM tokens, AK/SK, error decoding, one file per service;
+//!   [`store`]: the SQLite job table, attempts and archives, the only place with SQL.
 //! - [`jobs`]: one file per job kind: its parameters and its `run`.
-//! - [`sim`]: the bundled simulator of the cloud routes, with fault injection.
-//! - [`cli`], [`demo`], [`bench`], [`logging`]: the binary's glue; [`chart`] draws the storage
-//!   trend.
+//! - [`ingress`]: every way a job arrives, all through [`ingress::submit`]; [`engine`]: the
+//!   worker pool, claiming, the state machine, the retry policy, shutdown.
+//! - face: [`cli`], [`daemon`], [`demo`], [`bench`], [`logging`], [`chart`].
+//!
+//! Beside them, [`sim`]: the bundled simulator of the cloud routes, with fault injection; it
+//! never imports the client.
 
 pub mod api;
 pub mod bench;

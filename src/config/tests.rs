@@ -257,37 +257,3 @@ fn region_defaults_follow_the_sdk_region_files() {
         "https://iam.eu-west-101.myhuaweicloud.eu"
     );
 }
-
-#[test]
-fn config_imports_no_layer_above_it() {
-    // The configuration is plain data at the bottom of the crate: the layers above read it, it
-    // reads none of them (comments may name them).
-    let above = [
-        "jobs", "ingress", "engine", "api", "store", "cli", "daemon", "demo", "bench", "sim",
-    ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).expect("src/config is readable") {
-        let path = entry.expect("a directory entry").path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        files += 1;
-        let text = std::fs::read_to_string(&path).expect("a source file is readable");
-        for (n, line) in text.lines().enumerate() {
-            if line.trim_start().starts_with("//") {
-                continue;
-            }
-            for module in above {
-                let import = format!("crate::{module}");
-                assert!(
-                    !line.contains(&format!("{import}::")) && !line.contains(&format!("{import};")),
-                    "{}:{}: the configuration uses {import}, a layer above it: {line}",
-                    path.display(),
-                    n + 1
-                );
-            }
-        }
-    }
-    assert!(files >= 5, "found {files} files in {}", dir.display());
-}
