@@ -189,6 +189,22 @@ fn cases() -> Vec<Case> {
             key: None,
         },
         Case {
+            name: "an older_than beyond ten years",
+            body: body(json!({"kind": "purge_recycle_bin", "params": {"older_than": "99999999d"}})),
+            message_id: None,
+            reason: Some("parameter `older_than`: 99999999d is above the maximum of 3650d"),
+            stored: Stored::Whole(json!({"older_than": "99999999d"})),
+            key: None,
+        },
+        Case {
+            name: "a follow_timeout beyond seven days",
+            body: body(json!({"kind": "remote_mirror", "params": {"repository_id": 1, "follow_timeout": "99999999d"}})),
+            message_id: None,
+            reason: Some("parameter `follow_timeout`: 99999999d is above the maximum of 7d"),
+            stored: Stored::Whole(json!({"repository_id": 1, "follow_timeout": "99999999d"})),
+            key: None,
+        },
+        Case {
             name: "a wrong envelope with a secret",
             body: body(json!({"kind": "remote_mirror", "params": {}, "authorization": "Bearer abc-env-0014"})),
             message_id: None,

@@ -121,7 +121,8 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
 
 /// A duration as a person would write it: the largest unit that divides it (`7d`, `90s`),
 /// else humantime's long form.
-fn show_duration(d: Duration) -> String {
+/// A duration as a person writes it in the config: `7d`, `90s`, `250ms`.
+pub fn show_duration(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_nanos() == 0 {
         for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")] {

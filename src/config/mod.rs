@@ -35,6 +35,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
+pub use checks::show_duration;
 pub use cloud::{Auth, AuthConfig, AuthMethod, CloudConfig};
 pub use endpoints::{default_endpoints, EndpointOverrides, Endpoints};
 pub use secrets::{SecretSource, SECRET_IS_A_SOURCE};

@@ -118,8 +118,18 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
             "parameter `older_than`: must be above zero".into(),
         ));
     }
+    if let Some(d) = p.older_than.filter(|d| *d > MAX_OLDER_THAN) {
+        return Err(ParamError(format!(
+            "parameter `older_than`: {} is above the maximum of {}",
+            crate::config::show_duration(d),
+            crate::config::show_duration(MAX_OLDER_THAN)
+        )));
+    }
     Ok(p)
 }
+
+/// The longest `older_than` accepted: ten years (nothing in a recycle bin is older).
+pub const MAX_OLDER_THAN: Duration = Duration::from_secs(3650 * 24 * 3600);
 
 /// Validates parameters at ingress.
 pub fn validate(params: &Value, cfg: &Config) -> Result<(), ParamError> {

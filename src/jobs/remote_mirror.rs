@@ -130,8 +130,8 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
     if let Some(t) = p.follow_timeout.filter(|t| *t > MAX_FOLLOW_TIMEOUT) {
         return Err(ParamError(format!(
             "parameter `follow_timeout`: {} is above the maximum of {}",
-            humantime::format_duration(t),
-            humantime::format_duration(MAX_FOLLOW_TIMEOUT)
+            crate::config::show_duration(t),
+            crate::config::show_duration(MAX_FOLLOW_TIMEOUT)
         )));
     }
     Ok(p)
