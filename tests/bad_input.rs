@@ -12,7 +12,7 @@ use codearts_syncd::store::JobRow;
 use codearts_syncd::Source;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{shared_log_capture, spawn_app, spawn_app_with, TestApp};
+use support::{broker, shared_log_capture, spawn_app, TestApp};
 
 /// What a case expects of its stored row, beyond the reason.
 enum Stored {
@@ -491,46 +491,16 @@ async fn two_thousand_rejected_60kb_messages_keep_the_store_small() {
 /// after a fresh tag and deleted at the end.
 #[tokio::test]
 async fn malformed_messages_through_the_broker_are_dead_lettered_and_stored_redacted() {
-    use lapin::options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
-    };
-    use lapin::types::{FieldTable, ShortString};
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-
     let logs = shared_log_capture();
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let toml = format!(
-        r#"
-[amqp]
-url = "amqp://127.0.0.1:5672/%2f"
-exchange = "t-{tag}-ex"
-queue = "t-{tag}-q"
-dead_letter_exchange = "t-{tag}-dlx"
-dead_letter_queue = "t-{tag}-dead"
-leader_queue = "t-{tag}-leader"
-connection_name = "codearts-syncd-test-{tag}"
-"#
-    );
-    let mut app = spawn_app_with(
+    let (mut app, _tag) = broker::amqp_app(
         codearts_syncd::sim::SimConfig {
             sync_duration: Duration::from_millis(50),
             ..Default::default()
         },
-        &toml,
+        "",
     )
     .await;
-    let acfg = app.cfg.amqp.clone().unwrap();
-    let connect = || async {
-        Connection::connect(
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-            ConnectionProperties::default()
-                .with_executor(tokio_executor_trait::Tokio::current())
-                .with_reactor(tokio_reactor_trait::Tokio),
-        )
-        .await
-        .expect("RabbitMQ answers on 127.0.0.1:5672")
-    };
+    let acfg = broker::acfg(&app);
     let secrets = ["pw-broker-0020", "tok-broker-0021"];
     let messages: [(&[u8], &str); 3] = [
         (br#"{"kind": "remote_mirror", "password": "pw-broker-0020"  oops"#, "b-1"),
@@ -540,27 +510,11 @@ connection_name = "codearts-syncd-test-{tag}"
         ),
         (br#"{"kind":"remote_mirror","params":{"repository_id":1}}"#, "b-3"),
     ];
-    let conn = connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    amqp::declare_topology(&ch, &acfg).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for (body, id) in messages {
-        let confirm = ch
-            .basic_publish(
-                &acfg.exchange,
-                &acfg.routing_key,
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(ShortString::from(id)),
-            )
-            .await
-            .unwrap();
-        assert!(confirm.await.unwrap().is_ack());
-    }
+    let raw: Vec<(Vec<u8>, Option<String>)> = messages
+        .iter()
+        .map(|(body, id)| (body.to_vec(), Some(id.to_string())))
+        .collect();
+    broker::publish_raw(&acfg, &raw).await;
 
     app.start();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -602,19 +556,8 @@ connection_name = "codearts-syncd-test-{tag}"
     );
     assert_eq!(by_key("b-3").status, "succeeded");
 
-    let q = ch
-        .queue_declare(
-            &acfg.dead_letter_queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        q.message_count(),
+        broker::queue_depth(&acfg.dead_letter_queue).await,
         2,
         "the two malformed ones are dead-lettered"
     );
@@ -628,13 +571,5 @@ connection_name = "codearts-syncd-test-{tag}"
         }
     }
 
-    for q in [&acfg.queue, &acfg.dead_letter_queue, &acfg.leader_queue] {
-        let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
-    }
-    for e in [&acfg.exchange, &acfg.dead_letter_exchange] {
-        let _ = ch
-            .exchange_delete(e, ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "done").await;
+    broker::cleanup(&acfg).await;
 }
