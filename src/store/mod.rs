@@ -18,6 +18,7 @@
 
 pub mod archive;
 pub mod attempts;
+pub mod checkpoint;
 pub mod claim;
 pub mod health;
 pub mod jobs;
@@ -128,6 +129,7 @@ pub struct Store {
     pool: SqlitePool,
     work: Arc<Notify>,
     health: Arc<health::Health>,
+    checkpoints: Arc<checkpoint::Writer>,
 }
 
 impl Store {
@@ -225,6 +227,7 @@ impl Store {
             pool,
             work: Arc::new(Notify::new()),
             health: Arc::new(health::Health::default()),
+            checkpoints: Arc::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 //! by `status = 'running'`: a job no longer ours gets [`Error::LostOwnership`].
 
 use super::{Error, JobRow, Store};
-use crate::{now_ms, JobId};
+use crate::now_ms;
 
 /// The error details kept on a job and its attempt.
 #[derive(Clone, Debug, Default)]
@@ -43,33 +43,6 @@ pub enum Transition {
 }
 
 impl Store {
-    /// Saves progress of a running job (e.g. the jid right after a start call).
-    /// `None` clears it.
-    pub async fn checkpoint(
-        &self,
-        id: JobId,
-        checkpoint: Option<&serde_json::Value>,
-        jid: Option<&str>,
-    ) -> Result<(), Error> {
-        let done = self.observe(
-            sqlx::query(
-                "UPDATE jobs SET checkpoint = ?, jid = COALESCE(?, jid), updated_at = ? \
-                 WHERE id = ? AND status = 'running'",
-            )
-            .bind(checkpoint.map(|c| c.to_string()))
-            .bind(jid)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(Error::from),
-        )?;
-        if done.rows_affected() == 0 {
-            return Err(Error::LostOwnership(id));
-        }
-        Ok(())
-    }
-
     /// Writes the outcome of a claimed job: the one place that moves a job out of `running`.
     pub async fn settle(&self, job: &JobRow, t: &Transition) -> Result<(), Error> {
         self.settle_many(&[(job.clone(), t.clone())])

@@ -1,0 +1,117 @@
+//! Checkpoints: a running job's saved progress (the `starting` record a remote_mirror writes
+//! before its start call, a purge's plan, an audit walk's position).
+//!
+//! A checkpoint must be durable before the job acts on it, so each caller waits for its commit;
+//! but the checkpoints that arrive while one commit is under way are written together in the
+//! next (group commit), so their cost is one transaction per batch, not one per job.
+
+use std::sync::OnceLock;
+
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{health::Health, Error, Store};
+use crate::{now_ms, JobId};
+
+/// Checkpoints written in one transaction at most.
+const BATCH: usize = 256;
+
+struct Pending {
+    id: JobId,
+    checkpoint: Option<String>,
+    jid: Option<String>,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The writer task's inbox, started on first use.
+#[derive(Default)]
+pub(super) struct Writer(OnceLock<mpsc::Sender<Pending>>);
+
+impl Store {
+    /// Saves progress of a running job (e.g. the jid right after a start call); `None` clears
+    /// it. Returns once it is committed; [`Error::LostOwnership`] if the job is not running.
+    pub async fn checkpoint(
+        &self,
+        id: JobId,
+        checkpoint: Option<&serde_json::Value>,
+        jid: Option<&str>,
+    ) -> Result<(), Error> {
+        let inbox = self.checkpoints.0.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(BATCH * 4);
+            // The task holds the pool and the health, not the Store, so it ends when the last
+            // Store (and with it the sender) is gone.
+            tokio::spawn(write_batches(self.pool.clone(), self.health.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            id,
+            checkpoint: checkpoint.map(|c| c.to_string()),
+            jid: jid.map(str::to_string),
+            reply,
+        };
+        if inbox.send(pending).await.is_err() {
+            return Err(Error::Sql(sqlx::Error::PoolClosed));
+        }
+        answer
+            .await
+            .unwrap_or(Err(Error::Sql(sqlx::Error::PoolClosed)))
+    }
+}
+
+async fn write_batches(
+    pool: SqlitePool,
+    health: std::sync::Arc<Health>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        match write(&pool, &batch).await {
+            Ok(written) => {
+                health.ok();
+                for p in batch {
+                    let result = if written.contains(&p.id) {
+                        Ok(())
+                    } else {
+                        Err(Error::LostOwnership(p.id))
+                    };
+                    let _ = p.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                if e.is_transient() {
+                    health.failed(&e);
+                }
+                let msg = e.to_string();
+                for p in batch {
+                    let _ = p
+                        .reply
+                        .send(Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))));
+                }
+            }
+        }
+    }
+}
+
+/// One statement for the whole batch; returns the ids it updated (those still running).
+async fn write(pool: &SqlitePool, batch: &[Pending]) -> Result<Vec<JobId>, sqlx::Error> {
+    let rows = vec!["(?, ?, ?)"; batch.len()].join(", ");
+    let sql = format!(
+        "WITH v (id, checkpoint, jid) AS (VALUES {rows}) \
+         UPDATE jobs SET checkpoint = v.checkpoint, jid = COALESCE(v.jid, jobs.jid), \
+           updated_at = ? \
+         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
+    );
+    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    for p in batch {
+        q = q.bind(p.id).bind(p.checkpoint.clone()).bind(p.jid.clone());
+    }
+    q.bind(now_ms()).fetch_all(pool).await
+}
