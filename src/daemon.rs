@@ -4,6 +4,10 @@
 //! file again and applies what can change safely in a running process: the cron schedules and
 //! `logging.level`. An invalid file is refused with its reason and the configuration in force
 //! is kept; any other key that differs is named as needing a restart, and not applied.
+//!
+//! Under systemd (`Type=notify`), `READY=1` is sent once the store is open, recovery has run and
+//! the AMQP consumer and cron are started; then status lines and, while the engine's loop goes
+//! round, watchdog pings (see [`crate::notify`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use crate::ingress::cron::{self, Cron};
 use crate::ingress::leader::Leader;
 use crate::jobs::Ctx;
 use crate::logging::{self, LevelChange};
+use crate::notify;
 use crate::store::Store;
 
 pub mod checks;
@@ -107,6 +112,7 @@ async fn run_on(
         leader.clone(),
         amqp_stop.clone(),
     ));
+    let cron_leader = leader.clone();
     let cron = cron::start(store.clone(), cfg.clone(), Arc::new(leader))
         .await
         .map_err(|e| Error::Cron(e.to_string()))?;
@@ -127,7 +133,18 @@ async fn run_on(
             amqp_stop.cancel();
         })
     };
-    let result = Engine::new(ctx).run(shutdown).await;
+    // Up: the store is open, recovery ran, the consumer and cron are started.
+    let status = status_line(store.clone(), cfg.amqp.is_some().then_some(cron_leader));
+    notify::ready(&status(0));
+    let engine = Engine::new(ctx);
+    let engine = match notify::heartbeat() {
+        Some(hb) => {
+            notify::spawn_supervisor(hb.clone(), status, shutdown.clone());
+            engine.with_heartbeat(hb)
+        }
+        None => engine,
+    };
+    let result = engine.run(shutdown).await;
     amqp_stop.cancel();
     let _ = consumer.await;
     stop_consumer.abort();
@@ -141,6 +158,24 @@ async fn run_on(
     }
     tracing::info!("daemon stopped");
     result.map_err(Error::from)
+}
+
+/// The status line systemd shows (`systemctl status`): jobs running, whether the store takes
+/// writes, and with AMQP whether this instance leads cron (it holds the broker's leader queue).
+fn status_line(store: Store, leader: Option<Leader>) -> impl Fn(usize) -> String + Send + 'static {
+    move |running| {
+        let store = if store.health().is_failing() {
+            "store cannot write"
+        } else {
+            "store ok"
+        };
+        let cron = match &leader {
+            None => "",
+            Some(l) if l.is_leader() => "; cron leader (broker connected)",
+            Some(_) => "; cron standby (another instance leads, or no broker)",
+        };
+        format!("{running} jobs running; {store}{cron}")
+    }
 }
 
 /// Applies reload requests until `shutdown`, then returns the scheduler.

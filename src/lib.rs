@@ -20,7 +20,7 @@
 //! - [`jobs`]: one file per job kind: its parameters and its `run`.
 //! - [`ingress`]: every way a job arrives, all through [`ingress::submit`]; [`engine`]: the
 //!   worker pool, claiming, the state machine, the retry policy, shutdown.
-//! - face: [`cli`], [`daemon`], [`demo`], [`bench`], [`logging`], [`chart`].
+//! - face: [`cli`], [`daemon`], [`notify`], [`demo`], [`bench`], [`logging`], [`chart`].
 //!
 //! Beside them, [`sim`]: the bundled simulator of the cloud routes, with fault injection; it
 //! never imports the client.
@@ -36,6 +36,7 @@ pub mod engine;
 pub mod ingress;
 pub mod jobs;
 pub mod logging;
+pub mod notify;
 pub mod sim;
 pub mod size;
 pub mod store;

@@ -15,7 +15,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("ingress / engine", &["ingress", "engine"]),
     (
         "face",
-        &["cli", "daemon", "demo", "bench", "logging", "chart"],
+        &[
+            "cli", "daemon", "notify", "demo", "bench", "logging", "chart",
+        ],
     ),
 ];
 

@@ -1,5 +1,5 @@
-//! `run`: the daemon under signals: SIGTERM/SIGINT drain, a second one exits at once, SIGHUP
-//! reloads.
+//! `run`: the daemon under signals: SIGTERM/SIGINT drain (and tell systemd `STOPPING=1`), a
+//! second one exits at once, SIGHUP reloads.
 
 use std::path::PathBuf;
 
@@ -54,6 +54,7 @@ pub(super) async fn run_daemon(cfg: Config, path: PathBuf) -> anyhow::Result<()>
                         signal = name,
                         "shutdown signal received: no new jobs will be claimed; send SIGTERM or SIGINT again to exit at once"
                     );
+                    crate::notify::stopping();
                     shutdown.cancel();
                 } else {
                     tracing::warn!(

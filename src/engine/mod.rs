@@ -4,10 +4,15 @@
 //!
 //! Shutdown: when the cancellation token fires, no new job is claimed; in-flight jobs get
 //! `shutdown_grace` to finish, and those still running after it are aborted and re-queued.
+//!
+//! Liveness: given a [`Heartbeat`], the claim loop marks it at least every `Heartbeat::every`,
+//! so whoever watches (the daemon, for systemd's watchdog) can tell a live loop from a wedged one.
 
 pub mod retry;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -26,6 +31,47 @@ pub struct Engine {
     ctx: jobs::Ctx,
     cfg: EngineConfig,
     policy: RetryPolicy,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// What the claim loop shows of itself while it runs: when it last went round, and how many
+/// jobs it has in flight. Cheap to mark and to read (two atomics); clones share the values.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    every: Duration,
+    origin: tokio::time::Instant,
+    /// Milliseconds after `origin` of the last mark.
+    last_ms: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Heartbeat {
+    /// A heartbeat the loop marks at least every `every`; it counts as marked at creation.
+    pub fn new(every: Duration) -> Heartbeat {
+        Heartbeat {
+            every: every.max(Duration::from_millis(1)),
+            origin: tokio::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn mark(&self, in_flight: usize) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+    }
+
+    /// How long ago the loop last went round.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+
+    /// Jobs running at the last mark.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
 impl Engine {
@@ -33,7 +79,18 @@ impl Engine {
     pub fn new(ctx: jobs::Ctx) -> Engine {
         let cfg = ctx.config.engine.clone();
         let policy = RetryPolicy::from_config(&ctx.config.retry);
-        Engine { ctx, cfg, policy }
+        Engine {
+            ctx,
+            cfg,
+            policy,
+            heartbeat: None,
+        }
+    }
+
+    /// The same engine, marking `heartbeat` from its claim loop.
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Engine {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     fn store(&self) -> &Store {
@@ -58,6 +115,9 @@ impl Engine {
         let settler = Settler::spawn(self.ctx.store.clone());
 
         while !cancel.is_cancelled() {
+            if let Some(hb) = &self.heartbeat {
+                hb.mark(tasks.len());
+            }
             let mut claimed = false;
             let free = self.cfg.concurrency.saturating_sub(tasks.len());
             // Claim in batches: one transaction for several jobs, not one per finished task.
@@ -105,6 +165,11 @@ impl Engine {
                 Duration::ZERO
             } else {
                 self.until_next_due().await
+            };
+            // An idle loop still goes round often enough to mark its heartbeat.
+            let wait = match &self.heartbeat {
+                Some(hb) => wait.min(hb.every),
+                None => wait,
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
