@@ -89,7 +89,7 @@ pub fn spawn_supervisor(
                 _ = ticks.tick() => {}
             }
             let age = heartbeat.age();
-            let fresh = watchdog.is_none_or(|w| age <= w / 2);
+            let fresh = watchdog.is_none_or(|w| engine_alive(age, w));
             if let Some(w) = watchdog {
                 if fresh {
                     send(&[NotifyState::Watchdog]);
@@ -115,6 +115,12 @@ pub fn spawn_supervisor(
     })
 }
 
+/// Whether an engine heartbeat `age` old still earns a watchdog ping: the loop marks it every
+/// quarter period, so half a period is one missed mark of slack on a busy machine.
+fn engine_alive(age: Duration, watchdog: Duration) -> bool {
+    age <= watchdog / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +132,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(40)).await;
         assert_eq!(hb.age(), Duration::from_secs(40));
         assert_eq!(hb.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_silent_engine_stops_the_pings_after_half_the_watchdog_period() {
+        let w = Duration::from_secs(60);
+        assert!(engine_alive(Duration::ZERO, w));
+        assert!(engine_alive(Duration::from_secs(30), w));
+        assert!(!engine_alive(Duration::from_secs(31), w));
     }
 
     #[test]
