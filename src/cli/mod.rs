@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod enqueue;
 pub mod jobs;
 pub mod render;
+pub mod shell;
 pub mod tools;
 
 pub use archive::{
@@ -89,12 +90,21 @@ pub enum Command {
     /// Run the bundled CodeArts simulator alone (for trials and your own CI). Its control
     /// routes live under /__sim/ (faults, token expiry, recorded calls).
     Simulate(SimulateArgs),
+    /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = shell::COMPLETIONS_AFTER_HELP)]
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (roff, section 1) to stdout.
+    #[command(after_help = shell::MANPAGE_AFTER_HELP)]
+    Manpage,
 }
 
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format.unwrap_or_default();
     match cli.command {
+        // Nothing to read: these describe the command line itself.
+        Command::Completions(args) => exit(shell::completions(args)),
+        Command::Manpage => exit(shell::manpage()),
         Command::Demo(args) => {
             crate::logging::init(format, "warn,lapin=off");
             exit(crate::demo::run(args.keep).await.map(|_| 0))
@@ -151,7 +161,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Audit(AuditCommand::Export(args)) => {
                     exit(archive::audit_export(&cfg, args).await)
                 }
-                Command::Demo(_) | Command::Simulate(_) | Command::Bench(_) => {
+                Command::Demo(_)
+                | Command::Simulate(_)
+                | Command::Bench(_)
+                | Command::Completions(_)
+                | Command::Manpage => {
                     unreachable!("handled above")
                 }
             }
