@@ -521,3 +521,155 @@ async fn operator_mistakes_exit_with_their_code_and_name_what_is_wrong() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Runs the binary in an empty directory with a `--config` that does not exist, as an install
+/// script would before any configuration is written; returns the output and the directory.
+fn without_config(args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("CODEARTS_SYNCD_CONFIG")
+        .output()
+        .expect("binary runs");
+    (out, dir)
+}
+
+/// What the directory holds after the command: nothing, when it read no config and opened no store.
+fn left_behind(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn bash_completions_define_the_function_and_name_the_commands() {
+    let (out, dir) = without_config(&["completions", "bash"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("complete -F _codearts__syncd"), "{stdout}");
+    assert!(stdout.contains("_codearts__syncd()"), "{stdout}");
+    for name in ["enqueue", "jobs", "completions", "manpage"] {
+        assert!(stdout.contains(name), "{name} missing from: {stdout}");
+    }
+    assert!(left_behind(&dir).is_empty(), "{:?}", left_behind(&dir));
+}
+
+#[test]
+fn every_other_shell_gets_completions_naming_the_commands() {
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (out, dir) = without_config(&["completions", shell]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
+        assert!(stdout.contains("enqueue"), "{shell}: {stdout}");
+        assert!(
+            left_behind(&dir).is_empty(),
+            "{shell}: {:?}",
+            left_behind(&dir)
+        );
+    }
+}
+
+#[test]
+fn completions_for_an_unknown_shell_is_a_usage_error() {
+    let (out, _dir) = without_config(&["completions", "nonsense"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("bash"),
+        "the possible values are named: {stderr}"
+    );
+}
+
+#[test]
+fn completions_help_says_where_the_script_goes() {
+    let (out, _dir) = without_config(&["completions", "--help"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("codearts-syncd completions bash > /etc/bash_completion.d/"),
+        "{stdout}"
+    );
+    let (out, _dir) = without_config(&["manpage", "--help"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("codearts-syncd manpage > codearts-syncd.1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn manpage_is_roff_naming_every_command_and_the_exit_codes() {
+    let (out, dir) = without_config(&["manpage"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let th = stdout.lines().position(|l| l.starts_with(".TH "));
+    let first_text = stdout.lines().position(|l| !l.starts_with('.'));
+    assert!(
+        th.is_some() && th < first_text,
+        "no .TH header first: {stdout}"
+    );
+    assert_eq!(stdout.matches(".TH ").count(), 1, "one page: {stdout}");
+    for command in [
+        "codearts\\-syncd run",
+        "codearts\\-syncd enqueue",
+        "codearts\\-syncd jobs list",
+        "codearts\\-syncd jobs show",
+        "codearts\\-syncd audit export",
+        "codearts\\-syncd completions",
+        "codearts\\-syncd manpage",
+    ] {
+        assert!(stdout.contains(command), "{command} missing from: {stdout}");
+    }
+    // Commands live on this one page: no reference to per-command pages that are not installed.
+    assert!(!stdout.contains("syncd\\-jobs(1)"), "{stdout}");
+    assert!(stdout.contains(".SH \"EXIT STATUS\""), "{stdout}");
+    assert!(left_behind(&dir).is_empty(), "{:?}", left_behind(&dir));
+}
+
+/// What bash offers for `words` (the last one being completed) with the generated script loaded,
+/// or `None` when there is no bash to ask.
+fn bash_completes(script: &str, words: &[&str]) -> Option<String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let probe = format!(
+        "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}\n\
+         _codearts__syncd codearts-syncd \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+         echo \"${{COMPREPLY[*]}}\"\n",
+        words = quoted.join(" "),
+        cword = words.len() - 1,
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &probe])
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "bash: {}", text(&out).1);
+    Some(text(&out).0.trim().to_string())
+}
+
+#[test]
+fn bash_completes_past_the_first_word() {
+    let (out, _dir) = without_config(&["completions", "bash"]);
+    let (script, _) = text(&out);
+    let Some(top) = bash_completes(&script, &["codearts-syncd", "jo"]) else {
+        eprintln!("no bash here: skipped");
+        return;
+    };
+    assert_eq!(top, "jobs");
+    let jobs = bash_completes(&script, &["codearts-syncd", "jobs", ""]).unwrap();
+    assert!(jobs.split(' ').any(|w| w == "list"), "jobs: {jobs}");
+    let list = bash_completes(&script, &["codearts-syncd", "jobs", "list", "--st"]).unwrap();
+    assert_eq!(list, "--status");
+    let status = bash_completes(
+        &script,
+        &["codearts-syncd", "jobs", "list", "--status", "fa"],
+    )
+    .unwrap();
+    assert_eq!(status, "failed");
+    let shells = bash_completes(&script, &["codearts-syncd", "completions", "z"]).unwrap();
+    assert_eq!(shells, "zsh");
+}

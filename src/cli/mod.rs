@@ -1,7 +1,8 @@
 //! The command line: the clap definitions of the binary and its dispatch. One module per command
 //! group holds its arguments and its glue to the library: [`jobs`] (history), [`enqueue`],
 //! [`archive`] (storage report, audit verify and export), [`check`] (`config check`),
-//! [`daemon`] (`run`: signals, reload, drain), [`tools`] (demo, bench, simulate); [`render`] turns
+//! [`daemon`] (`run`: signals, reload, drain), [`tools`] (demo, bench, simulate), [`shell`]
+//! (completions, man page); [`render`] turns
 //! jobs into the tables and JSON views that `jobs` and `demo` print. Exit codes live here.
 
 pub mod archive;
@@ -10,6 +11,7 @@ pub mod daemon;
 pub mod enqueue;
 pub mod jobs;
 pub mod render;
+pub mod shell;
 pub mod tools;
 
 pub use archive::{
@@ -89,12 +91,21 @@ pub enum Command {
     /// Run the bundled CodeArts simulator alone (for trials and your own CI). Its control
     /// routes live under /__sim/ (faults, token expiry, recorded calls).
     Simulate(SimulateArgs),
+    /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = shell::COMPLETIONS_AFTER_HELP)]
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (roff, section 1) to stdout.
+    #[command(after_help = shell::MANPAGE_AFTER_HELP)]
+    Manpage,
 }
 
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let format = cli.log_format.unwrap_or_default();
     match cli.command {
+        // Nothing to read: these describe the command line itself.
+        Command::Completions(args) => exit(shell::completions(args)),
+        Command::Manpage => exit(shell::manpage()),
         Command::Demo(args) => {
             crate::logging::init(format, "warn,lapin=off");
             exit(crate::demo::run(args.keep).await.map(|_| 0))
@@ -151,7 +162,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Audit(AuditCommand::Export(args)) => {
                     exit(archive::audit_export(&cfg, args).await)
                 }
-                Command::Demo(_) | Command::Simulate(_) | Command::Bench(_) => {
+                Command::Demo(_)
+                | Command::Simulate(_)
+                | Command::Bench(_)
+                | Command::Completions(_)
+                | Command::Manpage => {
                     unreachable!("handled above")
                 }
             }
