@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::ingress::amqp;
 use crate::ingress::cron::{self, Cron};
+use crate::ingress::http;
 use crate::ingress::leader::Leader;
 use crate::jobs::Ctx;
 use crate::logging::{self, LevelChange};
@@ -38,6 +39,9 @@ pub enum Error {
     Api(#[from] api::Error),
     #[error("cannot start the cron scheduler: {0}")]
     Cron(String),
+    /// The HTTP listener could not bind (the message names the address).
+    #[error("{0}")]
+    Listen(std::io::Error),
 }
 
 impl Error {
@@ -106,10 +110,29 @@ async fn run_on(
         Leader::always()
     };
     let amqp_stop = CancellationToken::new();
+    let connected = amqp::Connected::default();
+    // The listener binds first: a port already taken fails the start, before any work.
+    let http_stop = CancellationToken::new();
+    let http = match &cfg.server {
+        Some(srv) => {
+            let readiness = http::Readiness {
+                store: store.clone(),
+                broker: cfg.amqp.is_some().then(|| connected.clone()),
+                draining: shutdown.clone(),
+            };
+            Some(
+                http::serve(srv, readiness, http_stop.clone())
+                    .await
+                    .map_err(Error::Listen)?,
+            )
+        }
+        None => None,
+    };
     let consumer = tokio::spawn(amqp::run(
         store.clone(),
         cfg.clone(),
         leader.clone(),
+        connected,
         amqp_stop.clone(),
     ));
     let cron_leader = leader.clone();
@@ -147,6 +170,11 @@ async fn run_on(
     let result = engine.run(shutdown).await;
     amqp_stop.cancel();
     let _ = consumer.await;
+    // The listener answered through the drain (`/readyz`: draining); now it stops.
+    http_stop.cancel();
+    if let Some(h) = http {
+        let _ = h.await;
+    }
     stop_consumer.abort();
     match reloader.await {
         Ok(mut cron) => {

@@ -10,7 +10,8 @@ use codearts_syncd::sim::{Fault, Route, SimConfig};
 use codearts_syncd::store::{JobRow, Store};
 use serde_json::json;
 use support::broker::{
-    acfg, all_jobs, amqp_app, cleanup, job_msg, publish_raw, queue_depth, wait_until,
+    acfg, all_jobs, amqp_app, cleanup, connection_pids, job_msg, publish_raw, queue_depth,
+    wait_until,
 };
 use support::{text, TestApp};
 
@@ -219,18 +220,6 @@ async fn burst_of_50_mirror_requests_costs_at_most_two_syncs() {
 }
 
 /// The broker's pid for this test's connection, from `rabbitmqctl`.
-fn connection_pids(name: &str) -> Vec<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .expect("rabbitmqctl runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(name))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn broker_dropping_the_connection_loses_nothing() {
     let (mut app, tag) = amqp_app(many_repos(), "").await;

@@ -28,6 +28,12 @@ pub(super) struct DurationKey {
 /// duration key is missing here.
 pub(super) const DURATION_KEYS: &[DurationKey] = &[
     DurationKey {
+        key: "server.request_timeout",
+        nonzero: true,
+        max: HOUR,
+        get: |c| c.server.as_ref().map(|s| s.request_timeout),
+    },
+    DurationKey {
         key: "store.busy_timeout",
         nonzero: false,
         max: HOUR,
@@ -279,6 +285,14 @@ impl Config {
                 return Err(Error::invalid(
                     "amqp.reconnect_initial",
                     "must not exceed amqp.reconnect_max",
+                ));
+            }
+        }
+        if let Some(srv) = &self.server {
+            if !(1024..=64 * 1024 * 1024).contains(&srv.max_body_bytes) {
+                return Err(Error::invalid(
+                    "server.max_body_bytes",
+                    "must be in 1024..=67108864 (1 KiB to 64 MiB)",
                 ));
             }
         }

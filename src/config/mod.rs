@@ -32,6 +32,7 @@ mod endpoints;
 mod load;
 mod secrets;
 mod sections;
+mod server;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ pub use sections::{
     AmqpConfig, CredentialProfile, EngineConfig, HttpConfig, LogFormat, LogLevel, LoggingConfig,
     PurgeConfig, QueueType, RemoteMirrorConfig, RetryConfig, Schedule, StoreConfig, Synchronous,
 };
+pub use server::ServerConfig;
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "CODEARTS_SYNCD_CONFIG";
@@ -103,6 +105,9 @@ pub struct Config {
     /// AMQP ingress (RabbitMQ); absent means none.
     #[serde(default)]
     pub amqp: Option<AmqpConfig>,
+    /// The HTTP listener (health, readiness); absent means none.
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
     /// Directory relative secret files are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

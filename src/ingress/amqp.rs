@@ -269,8 +269,30 @@ pub fn parse_message(
     }
 }
 
-/// Consumes until `cancel` fires, reconnecting as needed; `leader` tracks cron leadership.
-pub async fn run(store: Store, cfg: Arc<Config>, leader: Leader, cancel: CancellationToken) {
+/// Whether the consumer is connected to the broker and consuming (readiness reads it).
+#[derive(Clone, Debug, Default)]
+pub struct Connected(Arc<std::sync::atomic::AtomicBool>);
+
+impl Connected {
+    /// True while a session consumes.
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set(&self, v: bool) {
+        self.0.store(v, std::sync::atomic::Ordering::Release)
+    }
+}
+
+/// Consumes until `cancel` fires, reconnecting as needed; `leader` tracks cron leadership and
+/// `connected` whether a session is consuming.
+pub async fn run(
+    store: Store,
+    cfg: Arc<Config>,
+    leader: Leader,
+    connected: Connected,
+    cancel: CancellationToken,
+) {
     let Some(acfg) = cfg.amqp.clone() else {
         return;
     };
@@ -290,11 +312,17 @@ pub async fn run(store: Store, cfg: Arc<Config>, leader: Leader, cancel: Cancell
             acfg: &acfg,
             leader: &leader,
             cancel: &cancel,
+            consuming: &connected,
         };
         match session.run(&password, failures).await {
             Ok(()) => break,
-            Err(SessionEnd { connected, error }) => {
+            Err(SessionEnd {
+                connected: was_connected,
+                error,
+            }) => {
+                connected.set(false);
                 leader.set(false);
+                let connected = was_connected;
                 if connected {
                     tracing::warn!(error = %error, "AMQP connection lost; reconnecting");
                     failures = 0;
@@ -329,6 +357,7 @@ struct Session<'a> {
     acfg: &'a AmqpConfig,
     leader: &'a Leader,
     cancel: &'a CancellationToken,
+    consuming: &'a Connected,
 }
 
 impl Session<'_> {
@@ -367,6 +396,7 @@ impl Session<'_> {
         } else {
             tracing::info!(queue = %self.acfg.queue, prefetch = self.acfg.prefetch, "AMQP connected; consuming");
         }
+        self.consuming.set(true);
         let lead = tokio::spawn(hold_leadership(
             conn.clone(),
             self.acfg.leader_queue.clone(),
@@ -411,6 +441,7 @@ impl Session<'_> {
             }
         };
         lead.abort();
+        self.consuming.set(false);
         self.leader.set(false);
         if result.is_ok() {
             // Shutdown: stop deliveries first; unacknowledged prefetched ones return to the

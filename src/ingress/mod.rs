@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod cron;
+pub mod http;
 pub mod json;
 pub mod leader;
 pub mod redact;

@@ -158,3 +158,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The broker-side ids of the connections whose client properties mention `name`.
+pub fn connection_pids(name: &str) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(name))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Closes every connection named `name` from the broker side, as an outage would.
+pub fn close_connections(name: &str) {
+    for pid in connection_pids(name) {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", &pid, "test drops the connection"])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success());
+    }
+}
