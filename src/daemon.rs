@@ -114,14 +114,14 @@ async fn run_on(
     // The listener binds first: a port already taken fails the start, before any work.
     let http_stop = CancellationToken::new();
     let http = match &cfg.server {
-        Some(srv) => {
+        Some(_) => {
             let readiness = http::Readiness {
                 store: store.clone(),
                 broker: cfg.amqp.is_some().then(|| connected.clone()),
                 draining: shutdown.clone(),
             };
             Some(
-                http::serve(srv, readiness, http_stop.clone())
+                http::serve(cfg.clone(), readiness, http_stop.clone())
                     .await
                     .map_err(Error::Listen)?,
             )

@@ -84,7 +84,7 @@ impl fmt::Display for Source {
 /// - `following`: the remote work started (a jid is recorded) and the job polls its outcome at
 ///   `next_run_at`; a worker claims each poll (→ `running`) without spending an attempt.
 /// - `succeeded`, `failed`, `rejected` (invalid at ingress), `skipped` (a cron tick whose previous
-///   run was still active): final.
+///   run was still active), `ignored` (a webhook event no route maps to a job): final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -95,11 +95,12 @@ pub enum Status {
     Failed,
     Rejected,
     Skipped,
+    Ignored,
 }
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Queued,
         Status::Running,
         Status::Following,
@@ -107,6 +108,7 @@ impl Status {
         Status::Failed,
         Status::Rejected,
         Status::Skipped,
+        Status::Ignored,
     ];
 
     /// The name stored in the job table.
@@ -119,6 +121,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Rejected => "rejected",
             Status::Skipped => "skipped",
+            Status::Ignored => "ignored",
         }
     }
 
@@ -131,7 +134,11 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Succeeded | Status::Failed | Status::Rejected | Status::Skipped
+            Status::Succeeded
+                | Status::Failed
+                | Status::Rejected
+                | Status::Skipped
+                | Status::Ignored
         )
     }
 }

@@ -295,6 +295,39 @@ impl Config {
                     "must be in 1024..=67108864 (1 KiB to 64 MiB)",
                 ));
             }
+            if let Some(h) = &srv.codearts_repo {
+                h.token.check_shape("server.codearts_repo.token")?;
+                if !header_name_is_valid(&h.token_header) {
+                    return Err(Error::invalid(
+                        "server.codearts_repo.token_header",
+                        "must be a valid HTTP header name",
+                    ));
+                }
+            }
+            if let Some(h) = &srv.github {
+                h.secret.check_shape("server.github.secret")?;
+            }
+            for (i, r) in srv.routes.iter().enumerate() {
+                let key = format!("server.routes[{i}]");
+                if r.repo.is_none() && r.project_id.is_none() {
+                    return Err(Error::invalid(key, "give `repo` (a glob) or `project_id`"));
+                }
+                for (field, glob) in [("repo", &r.repo), ("branches", &r.branches)] {
+                    if let Some(g) = glob {
+                        globset::Glob::new(g).map_err(|e| {
+                            Error::invalid(format!("{key}.{field}"), format!("invalid glob: {e}"))
+                        })?;
+                    }
+                }
+                if let Some(c) = &r.credential {
+                    if !self.credentials.contains_key(c) {
+                        return Err(Error::invalid(
+                            format!("{key}.credential"),
+                            format!("no credential profile {c:?} in [credentials]"),
+                        ));
+                    }
+                }
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.schedules.iter().enumerate() {
@@ -327,4 +360,12 @@ impl Config {
         self.validate()?;
         self.check_secrets()
     }
+}
+
+/// True for a header name as HTTP allows it: a non-empty token of visible ASCII, no separators.
+fn header_name_is_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -185,6 +185,15 @@ impl Config {
             p.password
                 .resolve(&format!("credentials.{name}.password"), &self.base_dir)?;
         }
+        if let Some(srv) = &self.server {
+            if let Some(h) = &srv.codearts_repo {
+                h.token
+                    .resolve("server.codearts_repo.token", &self.base_dir)?;
+            }
+            if let Some(h) = &srv.github {
+                h.secret.resolve("server.github.secret", &self.base_dir)?;
+            }
+        }
         Ok(())
     }
 }

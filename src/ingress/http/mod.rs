@@ -1,6 +1,7 @@
-//! The HTTP listener (`[server]`): one axum router for everything the daemon answers over HTTP.
-//! Today: `GET /healthz` (the process answers) and `GET /readyz` (it can take work: the store
-//! writes, the broker is connected when AMQP is configured, it is not draining). Every request
+//! The HTTP listener (`[server]`): one axum router for everything the daemon answers over HTTP:
+//! `GET /healthz` (the process answers), `GET /readyz` (it can take work: the store writes, the
+//! broker is connected when AMQP is configured, it is not draining), and the webhooks
+//! ([`hooks`]). Every request
 //! gets an access log line (method, route, status, duration; never a body or a header value),
 //! a body limit and a timeout. It keeps answering during the drain — `/readyz` then says
 //! `draining` — and stops once the engine has drained.
@@ -18,7 +19,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerConfig;
+pub mod hooks;
+
+use crate::config::{Config, ServerConfig};
 use crate::ingress::amqp::Connected;
 use crate::store::Store;
 
@@ -67,13 +70,15 @@ impl Readiness {
     }
 }
 
-/// The router, with the access log, the body limit and the timeout.
-pub fn router(cfg: &ServerConfig, readiness: Readiness) -> Router {
+/// The router, with the access log, the body limit and the timeout; `extra` holds the routes
+/// of the other modules (the webhooks).
+pub fn router(cfg: &ServerConfig, readiness: Readiness, extra: Router) -> Router {
     let timeout = cfg.request_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Arc::new(readiness))
+        .merge(extra)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
@@ -131,10 +136,15 @@ async fn access_log(req: Request, next: Next) -> Response {
 /// Binds the listener (an error names the address) and serves until `stop` fires; requests in
 /// flight then finish.
 pub async fn serve(
-    cfg: &ServerConfig,
+    config: Arc<Config>,
     readiness: Readiness,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let Some(cfg) = config.server.clone() else {
+        return Ok(tokio::spawn(async {}));
+    };
+    let hooks = hooks::Hooks::router(readiness.store.clone(), config)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| {
@@ -142,7 +152,7 @@ pub async fn serve(
         })?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listener ready");
-    let app = router(cfg, readiness);
+    let app = router(&cfg, readiness, hooks);
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
