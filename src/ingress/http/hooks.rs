@@ -61,9 +61,16 @@ struct Route {
     target: HookRoute,
 }
 
+/// Submissions gathered from requests that arrive together, committed in one transaction.
+type Batch = (
+    Vec<Prepared>,
+    tokio::sync::oneshot::Sender<Result<Vec<Submitted>, String>>,
+);
+
 /// What the hook handlers share.
 pub struct Hooks {
-    store: Store,
+    /// The group-commit writer's inbox.
+    writer: tokio::sync::mpsc::Sender<Batch>,
     cfg: Arc<Config>,
     codearts_token: Option<(String, SecretString)>,
     github_secret: Option<SecretString>,
@@ -113,8 +120,10 @@ impl Hooks {
         };
         let on_codearts = codearts_token.is_some();
         let on_github = github_secret.is_some();
+        let (writer, inbox) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(group_commit(store, inbox));
         let hooks = Arc::new(Hooks {
-            store,
+            writer,
             cfg,
             codearts_token,
             github_secret,
@@ -343,7 +352,7 @@ async fn route(h: &Hooks, sender: Sender, push: &Push, delivery: &str) -> Respon
         )
         .await;
     }
-    match ingress::submit_many(&h.store, &prepared).await {
+    match h.commit(prepared.into()).await {
         Ok(done) => {
             let jobs: Vec<Value> = done
                 .iter()
@@ -382,7 +391,7 @@ async fn ignored(h: &Hooks, sender: Sender, key: Option<String>, why: String) ->
         job,
         rejection: None,
     }];
-    match ingress::submit_many(&h.store, &prepared).await {
+    match h.commit(prepared.into()).await {
         Ok(done) => {
             let id = done.first().map(Submitted::id);
             (
@@ -404,7 +413,7 @@ async fn unauthorized(h: &Hooks, why: String) -> Response {
         None,
         why.clone(),
     );
-    match ingress::submit_many(&h.store, &[p]).await {
+    match h.commit(vec![p]).await {
         Ok(_) => (StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response(),
         Err(e) => store_unavailable(&e),
     }
@@ -420,14 +429,65 @@ async fn bad_request(h: &Hooks, sender: Sender, body: &[u8], why: String) -> Res
         None,
         why.clone(),
     );
-    match ingress::submit_many(&h.store, &[p]).await {
+    match h.commit(vec![p]).await {
         Ok(_) => (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response(),
         Err(e) => store_unavailable(&e),
     }
 }
 
+impl Hooks {
+    /// Commits `prepared` together with whatever other requests are committing now.
+    async fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Submitted>, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.writer.send((prepared, reply)).await.is_err() {
+            return Err("the store writer has stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the store writer has stopped".into()))
+    }
+}
+
+/// Gathers the submissions of the requests that arrive while a commit runs into the next one:
+/// one transaction (one fsync) for many webhooks, each answered only after it.
+async fn group_commit(store: Store, mut inbox: tokio::sync::mpsc::Receiver<Batch>) {
+    const MAX: usize = 512;
+    while let Some(first) = inbox.recv().await {
+        let mut batches = vec![first];
+        let mut n = batches[0].0.len();
+        while n < MAX {
+            match inbox.try_recv() {
+                Ok(b) => {
+                    n += b.0.len();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<Prepared> = batches
+            .iter()
+            .flat_map(|(p, _)| p.iter().cloned())
+            .collect();
+        match ingress::submit_many(&store, &all).await {
+            Ok(done) => {
+                let mut done = done.into_iter();
+                for (p, reply) in batches {
+                    let mine: Vec<Submitted> = done.by_ref().take(p.len()).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, reply) in batches {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// 503 with `Retry-After`: nothing was stored, the sender should send it again.
-fn store_unavailable(e: &crate::store::Error) -> Response {
+fn store_unavailable(e: &str) -> Response {
     tracing::warn!(error = %e, "webhook not stored; answered 503 for the sender to retry");
     (
         StatusCode::SERVICE_UNAVAILABLE,
