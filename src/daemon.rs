@@ -29,6 +29,7 @@ use crate::notify;
 use crate::store::Store;
 
 pub mod checks;
+pub mod operator;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +121,10 @@ async fn run_on(
                 broker: cfg.amqp.is_some().then(|| connected.clone()),
                 draining: shutdown.clone(),
             };
+            let operator = operator::router(store.clone(), cfg.clone())
+                .map_err(|e| Error::Listen(std::io::Error::other(e.to_string())))?;
             Some(
-                http::serve(cfg.clone(), readiness, http_stop.clone())
+                http::serve(cfg.clone(), readiness, operator, http_stop.clone())
                     .await
                     .map_err(Error::Listen)?,
             )

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::render::{render_table, table, AttemptView, JobView, RequestView};
+use super::render::{render_table, table, JobView};
 use super::EXIT_INVALID;
 use crate::config::Config;
 use crate::store::{ListFilter, Store};
@@ -64,24 +64,7 @@ pub(super) async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
         eprintln!("error: no job {}", args.id);
         return Ok(EXIT_INVALID);
     };
-    let attempts = store.attempts(args.id).await?;
-    let mut view = JobView::from(&job);
-    view.attempt_log = Some(attempts.iter().map(AttemptView::from).collect());
-    view.requests = Some(
-        store
-            .requests_of(args.id)
-            .await?
-            .into_iter()
-            .map(|(source, key, outcome)| RequestView {
-                source,
-                key,
-                outcome,
-            })
-            .collect(),
-    );
-    if job.kind == crate::jobs::JobKind::PurgeRecycleBin.as_str() {
-        view.purge_items = Some(store.purge_items(job.id).await?);
-    }
+    let view = super::render::job_detail(&store, &job).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(0);

@@ -179,3 +179,30 @@ pub fn render_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) ->
     }
     out
 }
+
+/// A job with its attempts, the requests it served and (for a purge) its items: what
+/// `jobs show --json` prints and the operator API's `GET /jobs/{id}` answers.
+pub async fn job_detail(
+    store: &crate::store::Store,
+    job: &JobRow,
+) -> Result<JobView, crate::store::Error> {
+    let mut view = JobView::from(job);
+    let attempts = store.attempts(job.id).await?;
+    view.attempt_log = Some(attempts.iter().map(AttemptView::from).collect());
+    view.requests = Some(
+        store
+            .requests_of(job.id)
+            .await?
+            .into_iter()
+            .map(|(source, key, outcome)| RequestView {
+                source,
+                key,
+                outcome,
+            })
+            .collect(),
+    );
+    if job.kind == crate::jobs::JobKind::PurgeRecycleBin.as_str() {
+        view.purge_items = Some(store.purge_items(job.id).await?);
+    }
+    Ok(view)
+}

@@ -307,6 +307,9 @@ impl Config {
             if let Some(h) = &srv.github {
                 h.secret.check_shape("server.github.secret")?;
             }
+            if let Some(t) = &srv.api_token {
+                t.check_shape("server.api_token")?;
+            }
             for (i, r) in srv.routes.iter().enumerate() {
                 let key = format!("server.routes[{i}]");
                 if r.repo.is_none() && r.project_id.is_none() {

@@ -193,6 +193,9 @@ impl Config {
             if let Some(h) = &srv.github {
                 h.secret.resolve("server.github.secret", &self.base_dir)?;
             }
+            if let Some(t) = &srv.api_token {
+                t.resolve("server.api_token", &self.base_dir)?;
+            }
         }
         Ok(())
     }

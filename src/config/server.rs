@@ -31,6 +31,10 @@ pub struct ServerConfig {
     /// How a push becomes `remote_mirror` jobs: every route that matches makes one.
     #[serde(default)]
     pub routes: Vec<HookRoute>,
+    /// The operator API's bearer token (a secret source); without it the API's routes are
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<SecretSource>,
 }
 
 /// The CodeArts Repo webhook: the hook's secret token arrives as a plain header value.

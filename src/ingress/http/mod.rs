@@ -135,9 +135,11 @@ async fn access_log(req: Request, next: Next) -> Response {
 
 /// Binds the listener (an error names the address) and serves until `stop` fires; requests in
 /// flight then finish.
+/// `extra` holds routes from the layers above (the operator API).
 pub async fn serve(
     config: Arc<Config>,
     readiness: Readiness,
+    extra: Router,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let Some(cfg) = config.server.clone() else {
@@ -152,7 +154,7 @@ pub async fn serve(
         })?;
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "HTTP listener ready");
-    let app = router(&cfg, readiness, hooks);
+    let app = router(&cfg, readiness, hooks.merge(extra));
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
