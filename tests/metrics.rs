@@ -5,9 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use codearts_syncd::sim::{Fault, Route};
+use codearts_syncd::sim::{Fault, Route, SimConfig};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
+use support::broker::{acfg, all_jobs, amqp_app, cleanup, job_msg, publish_raw};
 use support::{spawn_app, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -163,7 +164,7 @@ async fn metrics_count_finished_jobs_attempts_retries_and_api_calls() {
     assert_eq!(call("404"), 1.0, "{text}");
     assert_eq!(call("500"), 1.0, "{text}");
     assert!(call("200") >= 2.0, "a start and at least one poll: {text}");
-    assert!(!text.contains("999999"), "no id in a label: {text}");
+    assert!(!text.contains("/999999"), "no id in a label: {text}");
     assert!(
         observations(
             &after,
@@ -231,4 +232,53 @@ async fn queue_gauges_show_waiting_jobs() {
         gauge(&s, "codearts_syncd_oldest_due_age_seconds", &kind) > 0.0,
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_deliveries_are_counted_by_outcome() {
+    let (mut app, _tag) = amqp_app(SimConfig::default(), "").await;
+    let base = with_server(&mut app);
+    let cfg = acfg(&app);
+    // A job, the same job again (its key makes it a duplicate), and a body that is not JSON.
+    publish_raw(
+        &cfg,
+        &[
+            (job_msg(7, Some("metrics-k1")), None),
+            (job_msg(7, Some("metrics-k1")), None),
+            (b"not json".to_vec(), None),
+        ],
+    )
+    .await;
+    let daemon = app.spawn_run("amqp.log");
+    let deadline = Instant::now() + WAIT;
+    let outcome =
+        |s: &Scrape, o| counter(s, "codearts_syncd_amqp_deliveries_total", &[("outcome", o)]);
+    let (text, s) = loop {
+        let (text, s) = scrape(&base).await;
+        let total: f64 = ["stored", "duplicate", "rejected", "requeued"]
+            .iter()
+            .map(|o| outcome(&s, o))
+            .sum();
+        if total >= 3.0 {
+            break (text, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries never counted: {text}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(outcome(&s, "stored"), 1.0, "{text}");
+    assert_eq!(outcome(&s, "duplicate"), 1.0, "{text}");
+    assert_eq!(outcome(&s, "rejected"), 1.0, "{text}");
+    assert_eq!(outcome(&s, "requeued"), 0.0, "{text}");
+    assert_eq!(gauge(&s, "codearts_syncd_amqp_connected", &[]), 1.0);
+    assert_eq!(
+        all_jobs(&app.store).await.len(),
+        2,
+        "a job and a rejected row"
+    );
+    drop(daemon);
+    cleanup(&cfg).await;
 }
