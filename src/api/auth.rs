@@ -230,27 +230,36 @@ impl TokenSource {
             }
         });
         let path = "/v3/auth/tokens";
-        let resp = self
+        metrics::counter!("codearts_syncd_token_refreshes_total").increment(1);
+        let started = std::time::Instant::now();
+        let sent = self
             .http
             .post(&self.url)
             .header("content-type", "application/json;charset=utf-8")
             .body(body.to_string())
             .send()
-            .await
-            .map_err(|e| Error::Transport {
+            .await;
+        let resp = sent.map_err(|e| {
+            super::observe_request(super::Service::Iam, path, None, started);
+            Error::Transport {
                 method: "POST".into(),
                 path: path.into(),
                 message: super::describe_reqwest_error(&e),
                 maybe_sent: !e.is_connect(),
-            })?;
+            }
+        })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| Error::Transport {
-            method: "POST".into(),
-            path: path.into(),
-            message: super::describe_reqwest_error(&e),
-            maybe_sent: true,
+        let bytes = resp.bytes().await.map_err(|e| {
+            super::observe_request(super::Service::Iam, path, None, started);
+            Error::Transport {
+                method: "POST".into(),
+                path: path.into(),
+                message: super::describe_reqwest_error(&e),
+                maybe_sent: true,
+            }
         })?;
+        super::observe_request(super::Service::Iam, path, Some(status), started);
         if status >= 400 {
             let api = error::from_response("POST", path, status, &headers, &bytes);
             // Wrong credentials will not heal by retrying; an IAM outage will.

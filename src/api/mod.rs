@@ -29,6 +29,68 @@ pub enum Service {
     Artifact,
 }
 
+impl Service {
+    /// The name in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Iam => "iam",
+            Service::Repo => "repo",
+            Service::Artifact => "artifact",
+        }
+    }
+}
+
+/// The path segments a metrics route label keeps as they are; any other segment (an id, a
+/// number, a repository or module name) becomes `:id`, so the label takes few values.
+const ROUTE_WORDS: &[&str] = &[
+    "v3",
+    "v4",
+    "v5",
+    "auth",
+    "tokens",
+    "repositories",
+    "remote-mirror",
+    "cloudartifact",
+    "file-tree",
+    "trashes",
+    "storage",
+    "storageinfo",
+    "statistic",
+    "audit",
+];
+
+/// The route template of a request path for a metrics label: `/v4/repositories/:id/remote-mirror`.
+pub fn route_label(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()).take(8) {
+        out.push('/');
+        out.push_str(
+            ROUTE_WORDS
+                .iter()
+                .find(|w| **w == seg)
+                .copied()
+                .unwrap_or(":id"),
+        );
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Records one round trip in `codearts_syncd_api_request_duration_seconds`; `status` is the HTTP
+/// status, or `None` for a transport failure.
+pub(crate) fn observe_request(service: Service, path: &str, status: Option<u16>, started: Instant) {
+    let status = status.map_or_else(|| "transport".to_string(), |s| s.to_string());
+    metrics::histogram!(
+        "codearts_syncd_api_request_duration_seconds",
+        "service" => service.as_str(),
+        "route" => route_label(path),
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
 /// One request, before authentication.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -249,10 +311,23 @@ impl Client {
             // A failure to connect means nothing was sent.
             maybe_sent: !e.is_connect(),
         };
-        let resp = builder.send().await.map_err(transport)?;
+        let resp = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                observe_request(req.service, &req.path, None, started);
+                return Err(transport(e));
+            }
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?.to_vec();
+        let body = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                observe_request(req.service, &req.path, None, started);
+                return Err(transport(e));
+            }
+        };
+        observe_request(req.service, &req.path, Some(status), started);
         tracing::debug!(
             method = %req.method,
             path = %req.path,
@@ -306,4 +381,23 @@ pub(crate) fn sensitive_header(secret: &secrecy::SecretString) -> Result<HeaderV
     })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_label_keeps_known_words_and_hides_ids() {
+        assert_eq!(
+            route_label("/v4/repositories/123/remote-mirror"),
+            "/v4/repositories/:id/remote-mirror"
+        );
+        assert_eq!(
+            route_label("/cloudartifact/v5/t%2F1/p1/my-repo/file-tree"),
+            "/cloudartifact/v5/:id/:id/:id/file-tree"
+        );
+        assert_eq!(route_label("/v3/auth/tokens"), "/v3/auth/tokens");
+        assert_eq!(route_label(""), "/");
+    }
 }

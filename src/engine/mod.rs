@@ -204,7 +204,10 @@ impl Engine {
                 let span = job_span(&job);
                 async {
                     match self.store().settle(job, &Transition::Interrupted).await {
-                        Ok(()) => tracing::warn!("shutdown grace period over: job re-queued"),
+                        Ok(()) => {
+                            count_transition(job, &Transition::Interrupted);
+                            tracing::warn!("shutdown grace period over: job re-queued")
+                        }
                         Err(e) => tracing::error!(error = %e, "cannot re-queue job at shutdown"),
                     }
                 }
@@ -312,7 +315,9 @@ async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, settler: Settler, job: Job
     let result = jobs::run(&ctx, &job).await;
     let t = transition(&policy, &ctx.config.engine, &job, result);
     log_transition(&job, &t);
-    settle_until_written(&ctx.store, &settler, &job, &t).await;
+    if settle_until_written(&ctx.store, &settler, &job, &t).await {
+        count_transition(&job, &t);
+    }
     job.id
 }
 
@@ -320,8 +325,13 @@ async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, settler: Settler, job: Job
 /// it is retried with a growing pause, capped at a few seconds, until it is written, so an
 /// outcome is never dropped while the process lives. Only a lost ownership (or a store error
 /// no retry can mend) ends the loop without writing; the row then stays `running` and start-up
-/// recovery re-queues it.
-async fn settle_until_written(store: &Store, settler: &Settler, job: &JobRow, t: &Transition) {
+/// recovery re-queues it. Returns whether it was written.
+async fn settle_until_written(
+    store: &Store,
+    settler: &Settler,
+    job: &JobRow,
+    t: &Transition,
+) -> bool {
     let mut pause = Duration::from_millis(50);
     let mut first = true;
     loop {
@@ -332,7 +342,7 @@ async fn settle_until_written(store: &Store, settler: &Settler, job: &JobRow, t:
         };
         first = false;
         match settled {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if e.is_transient() => {
                 // The store's health logs the condition once, then once a minute.
                 tokio::time::sleep(pause).await;
@@ -340,7 +350,7 @@ async fn settle_until_written(store: &Store, settler: &Settler, job: &JobRow, t:
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the job's outcome");
-                return;
+                return false;
             }
         }
     }
@@ -423,6 +433,32 @@ pub fn transition(
                 },
             }
         }
+    }
+}
+
+/// Counts a written outcome: the attempt (a poll is not one), a retry, a job that finished.
+fn count_transition(job: &JobRow, t: &Transition) {
+    let outcome = match t {
+        Transition::Succeeded { .. } => "succeeded",
+        Transition::Following { .. } => "following",
+        Transition::Retry { .. } => "retry",
+        Transition::Failed { .. } => "failed",
+        Transition::Interrupted => "interrupted",
+    };
+    let kind = job.kind.clone();
+    if !job.is_poll() {
+        metrics::counter!("codearts_syncd_attempts_total", "kind" => kind.clone(), "outcome" => outcome)
+            .increment(1);
+    }
+    match t {
+        Transition::Retry { .. } => {
+            metrics::counter!("codearts_syncd_retries_total", "kind" => kind).increment(1)
+        }
+        Transition::Succeeded { .. } | Transition::Failed { .. } => {
+            metrics::counter!("codearts_syncd_jobs_finished_total", "kind" => kind, "status" => outcome)
+                .increment(1)
+        }
+        Transition::Following { .. } | Transition::Interrupted => {}
     }
 }
 

@@ -280,7 +280,8 @@ impl Connected {
     }
 
     fn set(&self, v: bool) {
-        self.0.store(v, std::sync::atomic::Ordering::Release)
+        self.0.store(v, std::sync::atomic::Ordering::Release);
+        metrics::gauge!("codearts_syncd_amqp_connected").set(if v { 1.0 } else { 0.0 });
     }
 }
 
@@ -471,6 +472,7 @@ impl Session<'_> {
                 if !e.is_transient() {
                     tracing::error!(error = %e, deliveries = batch.len(), "cannot store deliveries; returning them to the broker");
                 }
+                count_deliveries("requeued", batch.len());
                 ch.basic_nack(
                     last_tag,
                     BasicNackOptions {
@@ -483,6 +485,16 @@ impl Session<'_> {
                 return Err(BatchError::Store);
             }
         };
+        for r in &results {
+            count_deliveries(
+                match r {
+                    Submitted::Rejected { .. } => "rejected",
+                    Submitted::Duplicate(_) => "duplicate",
+                    _ => "stored",
+                },
+                1,
+            );
+        }
         let any_rejected = results
             .iter()
             .any(|r| matches!(r, Submitted::Rejected { .. }));
@@ -508,6 +520,11 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+fn count_deliveries(outcome: &'static str, n: usize) {
+    metrics::counter!("codearts_syncd_amqp_deliveries_total", "outcome" => outcome)
+        .increment(n as u64);
 }
 
 enum BatchError {

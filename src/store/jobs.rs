@@ -74,6 +74,18 @@ pub enum Inserted {
     Coalesced(JobId),
 }
 
+/// One kind's share of the queue, for the metrics gauges ([`Store::queue_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub kind: String,
+    /// Jobs `queued`, due or waiting for a retry.
+    pub queued: i64,
+    /// How long the longest-waiting due `queued` job has been due (0 when none is due).
+    pub oldest_due_age_ms: i64,
+    pub following: i64,
+    pub running: i64,
+}
+
 /// Filters for [`Store::list`].
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
@@ -201,6 +213,34 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// Active jobs per kind (kinds with none are absent), in one statement over the
+    /// `(kind, status, next_run_at)` index.
+    pub async fn queue_stats(&self, now: i64) -> Result<Vec<QueueStats>, Error> {
+        let rows = sqlx::query(
+            "SELECT kind, \
+               SUM(status = 'queued') AS queued, \
+               COALESCE(?1 - MIN(CASE WHEN status = 'queued' AND next_run_at <= ?1 \
+                 THEN next_run_at END), 0) AS oldest_due_age_ms, \
+               SUM(status = 'following') AS following, \
+               SUM(status = 'running') AS running \
+             FROM jobs WHERE status IN ('queued', 'following', 'running') GROUP BY kind",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueStats {
+                    kind: r.try_get("kind")?,
+                    queued: r.try_get("queued")?,
+                    oldest_due_age_ms: r.try_get("oldest_due_age_ms")?,
+                    following: r.try_get("following")?,
+                    running: r.try_get("running")?,
+                })
+            })
+            .collect()
     }
 
     /// Counts jobs per status.

@@ -52,9 +52,13 @@ impl Store {
     }
 
     /// Settles several jobs in one transaction; each gets its own result (a job no longer
-    /// running fails alone). If the commit fails, every one fails.
+    /// running fails alone). If the commit fails, every one fails. The transaction's duration
+    /// goes to `codearts_syncd_store_commit_duration_seconds`.
     pub async fn settle_many(&self, items: &[(JobRow, Transition)]) -> Vec<Result<(), Error>> {
+        let started = std::time::Instant::now();
         let results = self.settle_many_tx(items).await;
+        metrics::histogram!("codearts_syncd_store_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         match results.iter().find_map(|r| r.as_ref().err()) {
             Some(e) if e.is_transient() => self.health.failed(e),
             _ => self.health.ok(),

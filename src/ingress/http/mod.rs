@@ -6,6 +6,8 @@
 //! a body limit and a timeout. It keeps answering during the drain — `/readyz` then says
 //! `draining` — and stops once the engine has drained.
 
+mod metrics;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,6 +79,7 @@ pub fn router(cfg: &ServerConfig, readiness: Readiness, extra: Router) -> Router
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(metrics::router(readiness.store.clone()))
         .with_state(Arc::new(readiness))
         .merge(extra)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
