@@ -136,8 +136,27 @@ impl Hooks {
         if on_github {
             router = router.route("/hooks/github", post(github));
         }
-        Ok(router.with_state(hooks))
+        Ok(router
+            .route_layer(axum::middleware::from_fn(count_requests))
+            .with_state(hooks))
     }
+}
+
+/// `codearts_syncd_webhook_requests_total{hook, status}`: every webhook request by answer.
+async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let hook = match req.uri().path() {
+        "/hooks/codearts-repo" => "codearts-repo",
+        "/hooks/github" => "github",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    metrics::counter!(
+        "codearts_syncd_webhook_requests_total",
+        "hook" => hook,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    resp
 }
 
 /// The parts of a push event the routes read, from either sender.
