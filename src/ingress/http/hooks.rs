@@ -137,7 +137,7 @@ impl Hooks {
             router = router.route("/hooks/github", post(github));
         }
         Ok(router
-            .route_layer(axum::middleware::from_fn(count_requests))
+            .layer(axum::middleware::from_fn(count_requests))
             .with_state(hooks))
     }
 }
