@@ -7,28 +7,7 @@ use std::time::{Duration, Instant};
 use codearts_syncd::sim::{Fault, Route, SimConfig};
 use serde_json::Value;
 use support::broker::{acfg, amqp_app, cleanup, close_connections, connection_pids};
-use support::{spawn_app, TestApp};
-
-/// A port nothing listens on now (the listener binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Adds a `[server]` section to the app's config file and reloads it.
-fn with_server(app: &mut TestApp) -> String {
-    let port = free_port();
-    let mut text = std::fs::read_to_string(app.config_path()).unwrap();
-    text.push_str(&format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(app.config_path(), text).unwrap();
-    app.cfg = std::sync::Arc::new(
-        codearts_syncd::config::Config::load(&app.config_path()).expect("config"),
-    );
-    format!("http://127.0.0.1:{port}")
-}
+use support::{spawn_app, with_server};
 
 async fn get(url: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(url).await.ok()?;
@@ -52,7 +31,7 @@ async fn wait_for(url: &str, want: u16, within: Duration) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_and_readiness_turns_503_while_draining() {
     let mut app = spawn_app().await;
-    let base = with_server(&mut app);
+    let base = with_server(&mut app, "");
     // A start that answers after 3 s keeps the drain going (the grace is 5 s).
     app.sim.inject(Fault {
         route: Route::MirrorStart,
@@ -105,7 +84,7 @@ async fn health_answers_and_readiness_turns_503_while_draining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_broker_connection() {
     let (mut app, tag) = amqp_app(SimConfig::default(), "").await;
-    let base = with_server(&mut app);
+    let base = with_server(&mut app, "");
     let cfg = acfg(&app);
     app.start();
     let ready = wait_for(&format!("{base}/readyz"), 200, Duration::from_secs(30)).await;

@@ -9,30 +9,9 @@ use codearts_syncd::sim::{Fault, Route, SimConfig};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
 use support::broker::{acfg, all_jobs, amqp_app, cleanup, job_msg, publish_raw};
-use support::{spawn_app, TestApp};
+use support::{spawn_app, with_server};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A port nothing listens on now (the listener binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Adds a `[server]` section to the app's config file and reloads it.
-fn with_server(app: &mut TestApp) -> String {
-    let port = free_port();
-    let mut text = std::fs::read_to_string(app.config_path()).unwrap();
-    text.push_str(&format!("\n[server]\nlisten = \"127.0.0.1:{port}\"\n"));
-    std::fs::write(app.config_path(), text).unwrap();
-    app.cfg = std::sync::Arc::new(
-        codearts_syncd::config::Config::load(&app.config_path()).expect("config"),
-    );
-    format!("http://127.0.0.1:{port}")
-}
 
 /// Scrapes `/metrics` (waiting for the listener) and parses the exposition.
 async fn scrape(base: &str) -> (String, Scrape) {
@@ -89,7 +68,7 @@ fn observations(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_finished_jobs_attempts_retries_and_api_calls() {
     let mut app = spawn_app().await;
-    let base = with_server(&mut app);
+    let base = with_server(&mut app, "");
     let mut daemon = app.spawn_run("metrics.log");
     let (_, before) = scrape(&base).await;
     let kind = [("kind", "remote_mirror")];
@@ -198,7 +177,7 @@ async fn metrics_count_finished_jobs_attempts_retries_and_api_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_gauges_show_waiting_jobs() {
     let mut app = spawn_app().await;
-    let base = with_server(&mut app);
+    let base = with_server(&mut app, "");
     // One snapshot at a time, each held up by a slow storage call: the others wait, due.
     let mut text = std::fs::read_to_string(app.config_path()).unwrap();
     text.push_str("\n[engine.per_kind]\nstorage_snapshot = 1\n");
@@ -237,7 +216,7 @@ async fn queue_gauges_show_waiting_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_deliveries_are_counted_by_outcome() {
     let (mut app, _tag) = amqp_app(SimConfig::default(), "").await;
-    let base = with_server(&mut app);
+    let base = with_server(&mut app, "");
     let cfg = acfg(&app);
     // A job, the same job again (its key makes it a duplicate), and a body that is not JSON.
     publish_raw(

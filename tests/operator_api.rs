@@ -5,32 +5,20 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{spawn_app, TestApp};
+use support::{spawn_app, with_server, TestApp};
 
 const TOKEN: &str = "operator-token-19af";
 
 async fn api_app(with_token: bool) -> (TestApp, String) {
     let mut app = spawn_app().await;
     std::fs::write(app.dir.path().join("api-token"), TOKEN).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let token = if with_token {
-        "api_token = { file = \"api-token\" }\n"
+        "api_token = { file = \"api-token\" }"
     } else {
         ""
     };
-    let mut text = std::fs::read_to_string(app.config_path()).unwrap();
-    text.push_str(&format!(
-        "\n[server]\nlisten = \"127.0.0.1:{port}\"\n{token}"
-    ));
-    std::fs::write(app.config_path(), text).unwrap();
-    app.cfg =
-        std::sync::Arc::new(codearts_syncd::config::Config::load(&app.config_path()).unwrap());
+    let base = with_server(&mut app, token);
     app.start();
-    let base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
         assert!(

@@ -8,34 +8,23 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use support::{spawn_app, TestApp};
+use support::{spawn_app, with_server, TestApp};
 
 const TOKEN: &str = "hook-token-5f1e9a";
 const GH_SECRET: &str = "gh-secret-77c2d0";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An app with the listener, both hooks and three routes; returns the base URL.
 async fn hook_app(token_header: Option<&str>) -> (TestApp, String) {
     let mut app = spawn_app().await;
     std::fs::write(app.dir.path().join("hook-token"), TOKEN).unwrap();
     std::fs::write(app.dir.path().join("gh-secret"), GH_SECRET).unwrap();
-    let port = free_port();
     let header = token_header
         .map(|h| format!("token_header = \"{h}\"\n"))
         .unwrap_or_default();
-    let mut text = std::fs::read_to_string(app.config_path()).unwrap();
-    text.push_str(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-
+    let base = with_server(
+        &mut app,
+        &format!(
+            r#"
 [server.codearts_repo]
 token = {{ file = "hook-token" }}
 {header}
@@ -57,13 +46,10 @@ repo = "acme/widgets"
 repository_id = 13
 credential = "upstream"
 "#
-    ));
-    std::fs::write(app.config_path(), text).unwrap();
-    let cfg = codearts_syncd::config::Config::load(&app.config_path()).expect("config");
-    codearts_syncd::daemon::checks::check_config(&cfg).expect("full check");
-    app.cfg = std::sync::Arc::new(cfg);
+        ),
+    );
+    codearts_syncd::daemon::checks::check_config(&app.cfg).expect("full check");
     app.start();
-    let base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
         assert!(

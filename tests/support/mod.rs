@@ -442,3 +442,25 @@ pub fn shared_log_capture() -> Capture {
     static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
     CAPTURE.get_or_init(capture_all_logs).clone()
 }
+
+/// A port nothing listens on now (the listener binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Adds a `[server]` section (its `listen` on a free port, then `extra`) to the app's config
+/// file and reloads it; returns the listener's base URL.
+pub fn with_server(app: &mut TestApp, extra: &str) -> String {
+    let port = free_port();
+    let mut text = std::fs::read_to_string(app.config_path()).unwrap();
+    text.push_str(&format!(
+        "\n[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"
+    ));
+    std::fs::write(app.config_path(), text).unwrap();
+    app.cfg = Arc::new(Config::load(&app.config_path()).expect("config with [server]"));
+    format!("http://127.0.0.1:{port}")
+}
