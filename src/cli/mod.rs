@@ -52,8 +52,8 @@ pub struct Cli {
     #[arg(long, global = true, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
 
-    /// Log format: `text` for a terminal, `json` for one JSON object per line.
-    /// The filter comes from RUST_LOG (default `info`).
+    /// Log format: `text` for a terminal, `json` for one JSON object per line. This daemon logs
+    /// at logging.level (default `info`), other crates at `warn`; RUST_LOG replaces the filter.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
 
@@ -63,8 +63,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the daemon: cron schedules and workers until SIGTERM/SIGINT, then drain gracefully
-    /// (in-flight jobs get engine.shutdown_grace to finish; the rest are re-queued).
+    /// Run the daemon: cron schedules, AMQP, the HTTP listener and workers until SIGTERM/SIGINT,
+    /// then drain gracefully (in-flight jobs get engine.shutdown_grace to finish; the rest are
+    /// re-queued). A second SIGTERM/SIGINT exits at once; SIGHUP reloads schedules and log level.
     Run,
     /// Submit a job into the store (validated first; invalid jobs are recorded as rejected).
     ///
