@@ -15,9 +15,9 @@
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use codearts_syncd::bench::{percentile, proc_status_kib, release_binary};
 use codearts_syncd::sim::{SimConfig, Simulator};
 use futures::StreamExt;
 use lapin::options::{
@@ -104,18 +104,6 @@ async fn broker_rate(n: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// CPU seconds (user + system) the process has used.
 fn cpu_seconds(pid: u32) -> f64 {
     let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -129,14 +117,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -146,16 +126,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let sync = args.next().unwrap_or_else(|| "full".into());
-    let bin: PathBuf = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("codearts-syncd"))
-        .ok_or_else(|| anyhow::anyhow!("cannot locate the codearts-syncd binary"))?;
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` first",
-        bin.display()
-    );
+    let bin = release_binary()?;
 
     println!(
         "N = {n} messages, store synchronous = {sync}, {} cores",
@@ -239,7 +210,7 @@ leader_queue = "bench-{tag}-leader"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_rss = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
     let cpu_before = cpu_seconds(pid);
 
     let pch = conn.create_channel().await?;
@@ -284,7 +255,7 @@ leader_queue = "bench-{tag}-leader"
     let mut peak_rss = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        peak_rss = peak_rss.max(rss_kib(pid, "VmRSS:"));
+        peak_rss = peak_rss.max(proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0));
         let done: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded' AND jid IS NOT NULL",
         )
@@ -315,10 +286,10 @@ leader_queue = "bench-{tag}-leader"
     }
     latencies.sort_unstable();
     let e2e = n as f64 / ((last - t0) as f64 / 1000.0);
-    let peak_hwm = rss_kib(pid, "VmHWM:");
+    let peak_hwm = proc_status_kib(&pid.to_string(), "VmHWM:").unwrap_or(0);
     let cpu_used = cpu_seconds(pid) - cpu_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_after = rss_kib(pid, "VmRSS:");
+    let idle_after = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();

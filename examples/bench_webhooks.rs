@@ -8,29 +8,10 @@
 //! cargo build --release && cargo run --release --example bench_webhooks -- [N] [C]
 //! ```
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use codearts_syncd::bench::{percentile, proc_status_kib, release_binary};
 use codearts_syncd::sim::{SimConfig, Simulator};
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,16 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let clients: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
-    let bin: PathBuf = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("codearts-syncd"))
-        .ok_or_else(|| anyhow::anyhow!("cannot locate the codearts-syncd binary"))?;
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` first",
-        bin.display()
-    );
+    let bin = release_binary()?;
 
     let sim = Simulator::new(SimConfig::default());
     let sim_addr = sim.spawn(([127, 0, 0, 1], 0).into()).await?;
@@ -104,7 +76,7 @@ repository_id = 1
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = rss_kib(pid);
+    let idle = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
 
     println!("N = {n} hooks, {clients} concurrent clients, store synchronous = full");
     let started = Instant::now();
@@ -144,7 +116,7 @@ repository_id = 1
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let peak = rss_kib(pid);
+    let peak = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
 
     // Every accepted hook is a committed row (a job or a request that joined one).
     let db = sqlx::SqlitePool::connect(&format!(

@@ -33,11 +33,40 @@ pub struct AuditBench {
 
 /// The process's peak resident set size in KiB (Linux), if readable.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_status_kib("self", "VmHWM:")
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`; `pid` may be `self`.
+pub fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The `p`-quantile (0..=1) of sorted values, nearest rank; 0 for none.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The release binary next to a running example (`target/release/codearts-syncd`), for the
+/// benchmarks that run the daemon as its own process.
+pub fn release_binary() -> anyhow::Result<std::path::PathBuf> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("codearts-syncd"))
+        .ok_or_else(|| anyhow::anyhow!("cannot locate the codearts-syncd binary"))?;
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release` first",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// Mirrors `records` audit records from a fresh simulator into a fresh archive.
