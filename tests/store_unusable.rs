@@ -54,14 +54,19 @@ async fn real_store(app: &TestApp, path: &Path) {
         .connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("PRAGMA journal_mode = DELETE")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // The closed store's connections are released by their worker threads a moment after
+    // `close` returns; until then these may find the database busy.
+    for statement in [
+        "PRAGMA wal_checkpoint(TRUNCATE)",
+        "PRAGMA journal_mode = DELETE",
+    ] {
+        let mut tries = 0;
+        while let Err(e) = sqlx::query(statement).execute(&pool).await {
+            tries += 1;
+            assert!(tries < 50, "{statement}: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     pool.close().await;
     for suffix in ["-wal", "-shm"] {
         assert!(
