@@ -181,9 +181,7 @@ async fn run_on(
     stop_consumer.abort();
     match reloader.await {
         Ok(mut cron) => {
-            if let Err(e) = cron.shutdown().await {
-                tracing::warn!(error = %e, "cron scheduler did not stop cleanly");
-            }
+            cron.shutdown().await;
         }
         Err(e) => tracing::error!(error = %e, "the reload task ended abnormally"),
     }

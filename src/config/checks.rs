@@ -350,6 +350,40 @@ impl Config {
                     format!("{:?} is not an IANA time zone name", s.timezone),
                 )
             })?;
+            if s.misfire_grace > super::sections::MAX_MISFIRE_GRACE {
+                return Err(Error::invalid(
+                    format!("schedules.{}.misfire_grace", s.name),
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(s.misfire_grace),
+                        show_duration(super::sections::MAX_MISFIRE_GRACE)
+                    ),
+                ));
+            }
+            match (s.misfire, s.max_catch_up) {
+                (super::Misfire::CatchUp, Some(0)) => {
+                    return Err(Error::invalid(
+                        format!("schedules.{}.max_catch_up", s.name),
+                        "must be at least 1 (use misfire = \"skip\" to make up nothing)",
+                    ))
+                }
+                (super::Misfire::CatchUp, Some(n)) if n > 1000 => {
+                    return Err(Error::invalid(
+                        format!("schedules.{}.max_catch_up", s.name),
+                        format!("{n} is above the maximum of 1000"),
+                    ))
+                }
+                (super::Misfire::CatchUp, _) | (_, None) => {}
+                (other, Some(_)) => {
+                    return Err(Error::invalid(
+                        format!("schedules.{}.max_catch_up", s.name),
+                        format!(
+                            "only applies with misfire = \"catch_up\" (this schedule has {:?})",
+                            other.as_str()
+                        ),
+                    ))
+                }
+            }
             // Whether the expression parses and fires, and the kind and params, are checked
             // where cron and the job kinds are known.
         }

@@ -42,7 +42,8 @@ pub use endpoints::{default_endpoints, EndpointOverrides, Endpoints};
 pub use secrets::{SecretSource, SECRET_IS_A_SOURCE};
 pub use sections::{
     AmqpConfig, CredentialProfile, EngineConfig, HttpConfig, LogFormat, LogLevel, LoggingConfig,
-    PurgeConfig, QueueType, RemoteMirrorConfig, RetryConfig, Schedule, StoreConfig, Synchronous,
+    Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetryConfig, Schedule, StoreConfig,
+    Synchronous,
 };
 pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig};
 

@@ -184,6 +184,59 @@ pub struct Schedule {
     pub kind: String,
     #[serde(default = "empty_object")]
     pub params: serde_json::Value,
+    /// What happens to ticks missed while no instance could fire them (the daemon was down, a
+    /// new cron leader took over): see [`Misfire`]. Default `run_once`.
+    #[serde(default)]
+    pub misfire: Misfire,
+    /// With `misfire = "catch_up"`: at most this many missed ticks are made up (the latest
+    /// ones). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_catch_up: Option<u32>,
+    /// How late a tick may still fire as an on-time tick, whatever the misfire policy. A tick
+    /// found later than this is a misfire. Default 30s.
+    #[serde(default = "default_misfire_grace", with = "humantime_serde")]
+    pub misfire_grace: Duration,
+}
+
+/// The policy for ticks that were missed (found later than `misfire_grace` after their slot).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Missed ticks are not made up; the schedule resumes with its next tick.
+    Skip,
+    /// One run for all the missed ticks, at the latest missed slot.
+    #[default]
+    RunOnce,
+    /// One run per missed tick, the latest `max_catch_up` of them, oldest first.
+    CatchUp,
+}
+
+impl Misfire {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::Skip => "skip",
+            Misfire::RunOnce => "run_once",
+            Misfire::CatchUp => "catch_up",
+        }
+    }
+}
+
+impl Schedule {
+    /// How many missed ticks the misfire policy makes up at most.
+    pub fn makeup_limit(&self) -> usize {
+        match self.misfire {
+            Misfire::Skip => 0,
+            Misfire::RunOnce => 1,
+            Misfire::CatchUp => self.max_catch_up.unwrap_or(1) as usize,
+        }
+    }
+}
+
+/// The largest `misfire_grace` a schedule may set.
+pub const MAX_MISFIRE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn default_misfire_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_tz() -> String {

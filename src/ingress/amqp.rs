@@ -548,6 +548,7 @@ async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
                 FieldTable::default(),
             )
             .await?;
+            let asked_at = crate::now_ms();
             let consumer = ch
                 .basic_consume(
                     &queue,
@@ -558,7 +559,9 @@ async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
                     },
                     FieldTable::default(),
                 )
-                .await?;
+                .await
+                // Refused with the queue declared: another instance holds the consumer.
+                .inspect_err(|_| leader.saw_other(asked_at))?;
             Ok::<_, lapin::Error>((ch, consumer))
         };
         match attempt.await {

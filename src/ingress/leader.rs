@@ -13,54 +13,100 @@
 //! in its own task and calls [`Leader::set`] as it wins and loses, or implements
 //! [`Leadership`] itself.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
-/// The scheduler's question: does this instance lead right now? Asked once per tick, so an
-/// answer must be cheap and must not block.
+use tokio::sync::Notify;
+
+/// The scheduler's questions: does this instance lead right now, and when did it last see
+/// another instance lead? Asked at each tick, so the answers must be cheap and must not block.
 pub trait Leadership: Send + Sync {
     /// True while this instance holds the leadership.
     fn is_leader(&self) -> bool;
+
+    /// When (Unix ms) this instance last had evidence that another instance held the
+    /// leadership; `None` if never. A follower counts the ticks due up to then as fired by that
+    /// instance; the ones after it, as missed if it then becomes the leader.
+    fn other_led_at(&self) -> Option<i64> {
+        None
+    }
+
+    /// Resolves at the next change of leadership (won or lost), so a new leader deals with
+    /// what was missed at once instead of at its next tick. Never resolves by default.
+    fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A leadership flag shared between whoever campaigns for it (setting it) and the scheduler
 /// (reading it). Clones share the flag.
 #[derive(Clone, Debug)]
-pub struct Leader(Arc<AtomicBool>);
+pub struct Leader(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    leading: AtomicBool,
+    /// Unix ms of the last evidence that another instance leads; 0: none.
+    other_at: AtomicI64,
+    changed: Notify,
+}
 
 impl Leader {
+    fn new(leading: bool) -> Leader {
+        Leader(Arc::new(Inner {
+            leading: AtomicBool::new(leading),
+            other_at: AtomicI64::new(0),
+            changed: Notify::new(),
+        }))
+    }
+
     /// The only instance: always leads.
     pub fn always() -> Leader {
-        Leader(Arc::new(AtomicBool::new(true)))
+        Leader::new(true)
     }
 
     /// Leads only once its campaign wins (see [`Leader::set`]).
     pub fn contender() -> Leader {
-        Leader(Arc::new(AtomicBool::new(false)))
+        Leader::new(false)
     }
 
     /// True while this instance holds the leadership.
     pub fn is_leader(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.leading.load(Ordering::SeqCst)
     }
 
     /// Records that the campaign won (`true`) or lost (`false`) the leadership; a change is
-    /// logged once.
+    /// logged once and wakes whoever waits in [`Leadership::changed`].
     pub fn set(&self, v: bool) {
-        let was = self.0.swap(v, Ordering::SeqCst);
+        let was = self.0.leading.swap(v, Ordering::SeqCst);
         if was != v {
             if v {
                 tracing::info!("this instance is now the cron leader");
             } else {
                 tracing::warn!("this instance is no longer the cron leader");
             }
+            self.0.changed.notify_waiters();
         }
+    }
+
+    /// Records evidence, at `at_ms`, that another instance holds the leadership (the campaign
+    /// was refused because it is taken).
+    pub fn saw_other(&self, at_ms: i64) {
+        self.0.other_at.fetch_max(at_ms, Ordering::SeqCst);
     }
 }
 
 impl Leadership for Leader {
     fn is_leader(&self) -> bool {
         Leader::is_leader(self)
+    }
+
+    fn other_led_at(&self) -> Option<i64> {
+        Some(self.0.other_at.load(Ordering::SeqCst)).filter(|at| *at > 0)
+    }
+
+    fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.0.changed.notified())
     }
 }
 
@@ -82,14 +128,22 @@ mod tests {
         assert!(scheduler.is_leader());
         campaign.set(false);
         assert!(!scheduler.is_leader());
+        assert_eq!(scheduler.other_led_at(), None);
+        campaign.saw_other(5);
+        campaign.saw_other(3);
+        assert_eq!(
+            scheduler.other_led_at(),
+            Some(5),
+            "the latest evidence counts"
+        );
     }
 
     #[test]
     fn the_scheduler_does_not_depend_on_the_broker() {
-        let cron = include_str!("cron.rs");
+        let cron = include_str!("cron/mod.rs");
         assert!(
             !cron.contains("amqp"),
-            "src/ingress/cron.rs names the AMQP module; it should ask `Leadership` instead"
+            "src/ingress/cron/mod.rs names the AMQP module; it should ask `Leadership` instead"
         );
     }
 }

@@ -108,6 +108,8 @@ pub(crate) fn prepare_checked(cfg: &Config, sub: Submission, early: Option<Strin
                 idempotency_key: sub.key,
                 error_code: None,
                 error_msg: None,
+                slot: None,
+                lane: kind.and_then(|k| k.lane(&sub.params)),
             },
             rejection: None,
         };
@@ -131,6 +133,8 @@ pub(crate) fn prepare_checked(cfg: &Config, sub: Submission, early: Option<Strin
             error_code: None,
             error_msg: None,
             coalesce: false,
+            slot: None,
+            lane: None,
         },
         &found.scrub(&reason),
     )
@@ -188,6 +192,8 @@ fn unreadable(
         error_code: None,
         error_msg: None,
         coalesce: false,
+        slot: None,
+        lane: None,
     };
     rejected(job, &reason)
 }

@@ -56,6 +56,19 @@ impl JobKind {
         matches!(self, JobKind::RemoteMirror)
     }
 
+    /// The lane of a valid job of this kind: jobs sharing a lane never run together (at most
+    /// one is `running` or `following`). A `remote_mirror`'s lane is its repository, so two
+    /// syncs of one repository never overlap. `None`: no exclusion.
+    pub fn lane(self, params: &Value) -> Option<String> {
+        match self {
+            JobKind::RemoteMirror => params
+                .get("repository_id")
+                .and_then(Value::as_u64)
+                .map(|id| format!("remote_mirror:{id}")),
+            _ => None,
+        }
+    }
+
     /// Every kind's name.
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|k| k.as_str()).collect()

@@ -6,6 +6,14 @@ use super::jobs::{job_from_row, JOB_COLUMNS};
 use super::{Error, JobRow, Store};
 use crate::now_ms;
 
+/// A queued job starts only when its lane is free: no job of its lane is `running` or
+/// `following`, and no older job of its lane is queued (so one claim takes at most one job of
+/// a lane, and a lane's jobs start in the order they arrived). A following job is always
+/// claimable: its remote work has started, and its polls must go on.
+const LANE_FREE: &str = " AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
+     WHERE b.lane = j.lane AND b.id <> j.id \
+       AND (b.status IN ('running', 'following') OR (b.status = 'queued' AND b.id < j.id))))";
+
 impl Store {
     /// Claims the most overdue job of one of `kinds` (see [`Store::claim_batch`]).
     pub async fn claim(&self, kinds: &[&str]) -> Result<Option<JobRow>, Error> {
@@ -18,7 +26,8 @@ impl Store {
     }
 
     /// Claims due jobs, most overdue first: at most `total`, and at most `limit` of each
-    /// `(kind, limit)`, moving them to `running`, in one statement. A claim from `queued` starts a
+    /// `(kind, limit)`, moving them to `running`, in one statement; a queued job only when its
+    /// lane is free (see [`LANE_FREE`]). A claim from `queued` starts a
     /// new attempt (counted; its attempt row is opened by a trigger); a claim from `following` is
     /// a poll. Being one `UPDATE … RETURNING`, two claimers never take the same job.
     pub async fn claim_batch_limited(
@@ -37,18 +46,18 @@ impl Store {
         let per_kind = (0..limits.len())
             .map(|i| {
                 let (k, cap) = (3 + 2 * i, 4 + 2 * i);
-                let scan = |status: &str| {
+                let scan = |status: &str, extra: &str| {
                     format!(
-                        "SELECT * FROM (SELECT id, next_run_at FROM jobs \
-                         WHERE kind = ?{k} AND status = '{status}' AND next_run_at <= ?1 \
+                        "SELECT * FROM (SELECT id, next_run_at FROM jobs j \
+                         WHERE kind = ?{k} AND status = '{status}' AND next_run_at <= ?1{extra} \
                          ORDER BY next_run_at, id LIMIT ?{cap})"
                     )
                 };
                 format!(
                     "SELECT * FROM (SELECT id, next_run_at FROM ({} UNION ALL {}) \
                      ORDER BY next_run_at, id LIMIT ?{cap})",
-                    scan("queued"),
-                    scan("following")
+                    scan("queued", LANE_FREE),
+                    scan("following", "")
                 )
             })
             .collect::<Vec<_>>()

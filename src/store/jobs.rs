@@ -34,6 +34,11 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// A cron job's slot: the instant its tick was scheduled for (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<i64>,
+    #[serde(skip)]
+    pub lane: Option<String>,
 }
 
 impl JobRow {
@@ -62,6 +67,10 @@ pub struct NewJob {
     pub error_msg: Option<String>,
     /// Join a queued job of the same kind with the same parameters instead of adding one.
     pub coalesce: bool,
+    /// The cron slot this job fires: the instant its tick was scheduled for (Unix ms).
+    pub slot: Option<i64>,
+    /// Jobs sharing a lane never run together (see `JobKind::lane`).
+    pub lane: Option<String>,
 }
 
 /// What an insert did.
@@ -97,7 +106,7 @@ pub struct ListFilter {
 pub(super) const JOB_COLUMNS: &str =
     "id, kind, params, source, schedule, status, claimed_from, attempts, \
      max_attempts, next_run_at, jid, trace_id, http_status, error_code, error_msg, checkpoint, \
-     result, idempotency_key, created_at, started_at, finished_at";
+     result, idempotency_key, created_at, started_at, finished_at, slot, lane";
 
 impl Store {
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
@@ -136,35 +145,6 @@ impl Store {
             self.work.notify_one();
         }
         Ok(out)
-    }
-
-    /// Inserts a cron tick's job: `skipped` when a job of the same schedule is still active.
-    /// Returns the insert and whether it was skipped.
-    pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
-        let r = self.insert_scheduled_tx(job).await;
-        self.observe(r)
-    }
-
-    async fn insert_scheduled_tx(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
-        let mut tx = self.write_tx().await?;
-        let active: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE schedule = ? \
-             AND status IN ('queued', 'running', 'following') LIMIT 1",
-        )
-        .bind(&job.schedule)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut job = job.clone();
-        if let Some(prev) = active {
-            job.status = Status::Skipped;
-            job.error_msg = Some(format!("previous run (job {prev}) is still active"));
-        }
-        let inserted = insert_in(&mut tx, &job).await?;
-        tx.commit().await?;
-        if active.is_none() {
-            self.work.notify_one();
-        }
-        Ok((inserted, active.is_some()))
     }
 
     /// Start-up recovery: jobs left `running` by a process that died go back to what they were
@@ -254,7 +234,7 @@ impl Store {
     }
 }
 
-async fn insert_in(
+pub(super) async fn insert_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job: &NewJob,
 ) -> Result<Inserted, Error> {
@@ -265,8 +245,9 @@ async fn insert_in(
     let finished = job.status.is_final().then_some(now);
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
-           idempotency_key, error_code, error_msg, created_at, finished_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+           idempotency_key, error_code, error_msg, created_at, finished_at, updated_at, slot, \
+           lane) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&job.kind)
     .bind(&job.params)
@@ -281,6 +262,8 @@ async fn insert_in(
     .bind(now)
     .bind(finished)
     .bind(now)
+    .bind(job.slot)
+    .bind(job.lane.as_deref().filter(|_| !job.status.is_final()))
     .fetch_one(&mut **tx)
     .await?;
     // The job's request row is written by the trigger jobs_record_request.
@@ -315,5 +298,7 @@ pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, Erro
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        slot: row.try_get("slot")?,
+        lane: row.try_get("lane")?,
     })
 }

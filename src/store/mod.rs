@@ -24,6 +24,7 @@ pub mod health;
 pub mod jobs;
 pub mod purge;
 pub mod requests;
+pub mod schedules;
 pub mod settle;
 pub mod storage;
 
@@ -38,6 +39,7 @@ use tokio::sync::Notify;
 
 pub use attempts::AttemptRow;
 pub use jobs::{Inserted, JobRow, ListFilter, NewJob};
+pub use schedules::{Fired, ScheduleState};
 pub use settle::{ErrorInfo, Transition};
 
 use crate::config::{StoreConfig, Synchronous};

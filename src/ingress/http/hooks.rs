@@ -405,6 +405,8 @@ async fn ignored(h: &Hooks, sender: Sender, key: Option<String>, why: String) ->
         error_code: Some("IGNORED".into()),
         error_msg: Some(why.clone()),
         coalesce: false,
+        slot: None,
+        lane: None,
     };
     let prepared = [Prepared {
         job,
