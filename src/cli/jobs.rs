@@ -85,6 +85,12 @@ pub(super) async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
                 .unwrap_or_default()
         );
     }
+    if let Some(schedule) = &view.schedule {
+        match &view.slot {
+            Some(slot) => println!("  schedule    {schedule}, slot {slot}"),
+            None => println!("  schedule    {schedule}, fired by hand"),
+        }
+    }
     println!("  created     {}", view.created_at);
     println!("  started     {}", opt(&view.started_at));
     println!("  finished    {}", opt(&view.finished_at));

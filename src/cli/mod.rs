@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod enqueue;
 pub mod jobs;
 pub mod render;
+pub mod schedules;
 pub mod shell;
 pub mod tools;
 
@@ -74,6 +75,9 @@ pub enum Command {
     /// Job history.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Cron schedules: list them with their next and last ticks, fire one now, pause, resume.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -153,6 +157,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     exit(jobs::list(&cfg, args).await.map(|_| 0))
                 }
                 Command::Jobs(JobsCommand::Show(args)) => exit(jobs::show(&cfg, args).await),
+                Command::Schedules(c) => exit(schedules::run(&cfg, c).await),
                 Command::Config(ConfigCommand::Check) => exit(check::check(&cfg)),
                 Command::Storage(StorageCommand::Report(args)) => {
                     exit(archive::storage_report(&cfg, args).await)

@@ -29,6 +29,9 @@ pub struct JobView {
     pub result: Option<Value>,
     pub idempotency_key: Option<String>,
     pub schedule: Option<String>,
+    /// A cron job's slot: the instant its tick was scheduled for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
     /// The submissions this job served (`jobs show`): its own, and any that joined it.
@@ -84,6 +87,7 @@ impl From<&JobRow> for JobView {
             result: j.result.clone(),
             idempotency_key: j.idempotency_key.clone(),
             schedule: j.schedule.clone(),
+            slot: j.slot.map(crate::rfc3339),
             attempt_log: None,
             requests: None,
             purge_items: None,

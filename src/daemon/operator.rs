@@ -5,7 +5,12 @@
 //! - `GET /jobs/{id}` — as `jobs show --json` (attempts, requests, purge items);
 //! - `POST /jobs` `{"kind", "params", "key"}` — as `enqueue` into the store: 202 with the job
 //!   and what became of it (`queued`, `duplicate`, `coalesced`), 400 with the reason (recorded
-//!   `rejected`), 503 when the store cannot commit.
+//!   `rejected`), 503 when the store cannot commit;
+//! - `GET /schedules` — as `schedules list --json`;
+//! - `POST /schedules/{name}/run` — as `schedules run`: 202 with the job (`queued`) or 409 when
+//!   the previous run is still active (recorded `skipped`);
+//! - `POST /schedules/{name}/pause`, `…/resume` — as `schedules pause|resume` (200; `changed`
+//!   says whether it was already so).
 //!
 //! The routes are listed in [`ROUTES`] and documented in `openapi.json` at the repository's
 //! root; a test checks the two against the router.
@@ -16,7 +21,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -24,13 +29,22 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::cli::render::{job_detail, JobView};
+use crate::cli::schedules as sched;
 use crate::config::Config;
 use crate::ingress::{self, Submission, Submitted};
 use crate::store::{ListFilter, Store};
 use crate::{JobId, Source, Status};
 
 /// Every route of the operator API, as `(method, path)`; `openapi.json` documents each.
-pub const ROUTES: &[(&str, &str)] = &[("get", "/jobs"), ("post", "/jobs"), ("get", "/jobs/{id}")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/jobs"),
+    ("post", "/jobs"),
+    ("get", "/jobs/{id}"),
+    ("get", "/schedules"),
+    ("post", "/schedules/{name}/run"),
+    ("post", "/schedules/{name}/pause"),
+    ("post", "/schedules/{name}/resume"),
+];
 
 struct Api {
     store: Store,
@@ -48,6 +62,10 @@ pub fn router(store: Store, cfg: Arc<Config>) -> Result<Router, crate::config::E
     Ok(Router::new()
         .route("/jobs", get(list).post(submit))
         .route("/jobs/{id}", get(show))
+        .route("/schedules", get(schedules))
+        .route("/schedules/{name}/run", post(run_schedule))
+        .route("/schedules/{name}/pause", post(pause_schedule))
+        .route("/schedules/{name}/resume", post(resume_schedule))
         .route_layer(middleware::from_fn_with_state(api.clone(), bearer))
         .with_state(api))
 }
@@ -198,4 +216,60 @@ fn unavailable(e: &crate::store::Error) -> Response {
         Json(json!({"error": "the job store cannot answer now; retry later"})),
     )
         .into_response()
+}
+
+async fn schedules(State(api): State<Arc<Api>>) -> Response {
+    match sched::views(&api.cfg, &api.store).await {
+        Ok(views) => Json(views).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn no_schedule(why: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": why}))).into_response()
+}
+
+async fn run_schedule(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    let s = match sched::find(&api.cfg, &name) {
+        Ok(s) => s,
+        Err(why) => return no_schedule(why),
+    };
+    match sched::fire_now(&api.cfg, &api.store, s, Source::Cli).await {
+        Ok(Submitted::Skipped(id)) => (
+            StatusCode::CONFLICT,
+            Json(json!({"id": id, "outcome": "skipped", "error": "the previous run is still active"})),
+        )
+            .into_response(),
+        Ok(Submitted::Rejected { id, reason }) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("rejected: {reason}"), "id": id})),
+        )
+            .into_response(),
+        Ok(done) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": done.id(), "outcome": "queued"})),
+        )
+            .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn pause_schedule(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    set_paused(&api, &name, true).await
+}
+
+async fn resume_schedule(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+    set_paused(&api, &name, false).await
+}
+
+async fn set_paused(api: &Api, name: &str, paused: bool) -> Response {
+    if let Err(why) = sched::find(&api.cfg, name) {
+        return no_schedule(why);
+    }
+    match api.store.set_paused(name, paused, "api").await {
+        Ok(changed) => {
+            Json(json!({"name": name, "paused": paused, "changed": changed})).into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
 }

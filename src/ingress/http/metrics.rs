@@ -1,9 +1,9 @@
 //! `GET /metrics`: the Prometheus text exposition of the process's metrics. The counters and
 //! histograms are recorded where things happen (the engine, the client, the store, the AMQP
 //! consumer) through the `metrics` facade; this module installs the recorder they go to, once per
-//! process, and renders it. The queue gauges are read from the store at scrape time, so a scrape
-//! costs one small query and nothing on the job path. It is not an HTTP server of its own: the
-//! route sits on the one listener (`[server]`).
+//! process, and renders it. The queue gauges and each schedule's last success are read from the
+//! store at scrape time, so a scrape costs two small queries and nothing on the job path. It is
+//! not an HTTP server of its own: the route sits on the one listener (`[server]`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -85,6 +85,17 @@ async fn scrape(State(store): State<Store>) -> Response {
         }
         // The counters still render; the gauges keep their last values.
         Err(e) => tracing::warn!(error = %e, "cannot read the queue for /metrics"),
+    }
+    match store.last_success_by_schedule().await {
+        Ok(done) => {
+            for (schedule, at) in done {
+                metrics::gauge!("codearts_syncd_schedule_last_success_timestamp_seconds", "schedule" => schedule)
+                    .set(at as f64 / 1000.0);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the schedules' last successes for /metrics")
+        }
     }
     (
         StatusCode::OK,
