@@ -202,6 +202,54 @@ async fn https_serves_health_the_api_and_the_drain_and_refuses_plain_http() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_a_renewed_certificate_and_keeps_it_when_the_new_key_is_broken() {
+    let (app, base, old) = tls_app().await;
+    let healthz = format!("{base}/healthz");
+    let mut daemon = app.spawn_run("reload.log");
+    wait_for(
+        &client_trusting(&old),
+        &healthz,
+        200,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Renewed at the same paths; SIGHUP puts it in force for new connections.
+    let (new, _) = make_cert(app.dir.path(), "cert.pem", "key.pem");
+    daemon.signal("HUP");
+    daemon
+        .wait_log(
+            "TLS certificate read again: new connections get the new one",
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        get(&client_trusting(&new), &healthz).await.map(|a| a.0),
+        Some(200)
+    );
+    assert!(
+        get(&client_trusting(&old), &healthz).await.is_none(),
+        "a new connection still got the old certificate"
+    );
+
+    // A key file with no key in it: the reload is refused and the certificate in force stays.
+    std::fs::write(app.dir.path().join("key.pem"), "not a key\n").unwrap();
+    daemon.signal("HUP");
+    let line = daemon
+        .wait_log("TLS certificate not reloaded", 1, Duration::from_secs(10))
+        .await;
+    assert!(line.contains("server.tls.key"), "{line}");
+    assert_eq!(
+        get(&client_trusting(&new), &healthz).await.map(|a| a.0),
+        Some(200)
+    );
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test]
 async fn config_check_and_run_name_an_unusable_certificate_or_key() {
     let mut app = spawn_app().await;

@@ -20,7 +20,7 @@ pub fn check_config(cfg: &Config) -> Result<(), config::Error> {
     check_values(cfg)?;
     cfg.check_secrets()?;
     if let Some(files) = cfg.server.as_ref().and_then(|s| s.tls.as_ref()) {
-        http::tls::server_config(files, &cfg.base_dir)?;
+        http::tls::Certificate::load(files, &cfg.base_dir)?;
     }
     Ok(())
 }

@@ -139,6 +139,13 @@ async fn access_log(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The running listener: its task, and with TLS the certificate in force (which a reload
+/// replaces).
+pub struct Serving {
+    pub task: tokio::task::JoinHandle<()>,
+    pub certificate: Option<tls::Certificate>,
+}
+
 /// Binds the listener (an error names the address) and serves until `stop` fires; requests in
 /// flight then finish. With `[server] tls`, the certificate and key are read first (an error
 /// names the key and the file).
@@ -148,13 +155,16 @@ pub async fn serve(
     readiness: Readiness,
     extra: Router,
     stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<Serving> {
     let Some(cfg) = config.server.clone() else {
-        return Ok(tokio::spawn(async {}));
+        return Ok(Serving {
+            task: tokio::spawn(async {}),
+            certificate: None,
+        });
     };
-    let tls = match &cfg.tls {
+    let certificate = match &cfg.tls {
         Some(files) => Some(
-            tls::server_config(files, &config.base_dir)
+            tls::Certificate::load(files, &config.base_dir)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ),
         None => None,
@@ -167,12 +177,13 @@ pub async fn serve(
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, tls = tls.is_some(), "HTTP listener ready");
     let app = router(&cfg, readiness, hooks.merge(extra));
-    Ok(match tls {
+    let task = match &certificate {
         None => tokio::spawn(serve_on(listener, app, stop)),
-        Some(tls) => tokio::spawn(serve_on(tls::TlsListener::new(listener, tls)?, app, stop)),
-    })
+        Some(c) => tokio::spawn(serve_on(tls::TlsListener::new(listener, c)?, app, stop)),
+    };
+    tracing::info!(%addr, tls = certificate.is_some(), "HTTP listener ready");
+    Ok(Serving { task, certificate })
 }
 
 /// The serving loop for either kind of connection: axum's, with its graceful shutdown.

@@ -1,20 +1,23 @@
 //! HTTPS for the listener (`[server] tls`): the certificate chain and private key read from PEM
-//! files into a rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`),
-//! and [`TlsListener`], which accepts TCP connections, runs each handshake in a task of its own
-//! under [`HANDSHAKE_TIMEOUT`], and hands the serving loop only the connections whose handshake
+//! files ([`Certificate`], which a reload can replace for the next handshakes), a rustls server
+//! configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`), and [`TlsListener`], which
+//! accepts TCP connections, runs each handshake in a task of its own under
+//! [`HANDSHAKE_TIMEOUT`], and hands the serving loop only the connections whose handshake
 //! finished. The serving code (access log, limits, timeouts, drain) is the same for HTTP and
 //! HTTPS: a TLS stream is only another IO type.
 //!
-//! Not for client certificates, HTTP/2 or reloading a renewed certificate (a restart reads it).
+//! Not for client certificates or HTTP/2.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use secrecy::zeroize::Zeroizing;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -34,51 +37,94 @@ const READY_QUEUE: usize = 64;
 const CERT_KEY: &str = "server.tls.cert";
 const KEY_KEY: &str = "server.tls.key";
 
-/// Reads `files` (relative paths against `base_dir`, as secret files are) and builds the server
-/// configuration. Errors name the key (`server.tls.cert` / `server.tls.key`), the path and what
-/// is wrong; none quotes the files' contents.
-pub fn server_config(
-    files: &TlsFiles,
-    base_dir: &Path,
-) -> Result<Arc<rustls::ServerConfig>, config::Error> {
+/// The certificate chain and key in force; every handshake asks it, so a [`reload`] applies to
+/// the connections that come after it.
+///
+/// [`reload`]: Certificate::reload
+#[derive(Clone, Debug)]
+pub struct Certificate(Arc<InForce>);
+
+#[derive(Debug)]
+struct InForce(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for InForce {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+impl Certificate {
+    /// Reads `files` (relative paths against `base_dir`, as secret files are). Errors name the
+    /// key (`server.tls.cert` / `server.tls.key`), the path and what is wrong; none quotes the
+    /// files' contents.
+    pub fn load(files: &TlsFiles, base_dir: &Path) -> Result<Certificate, config::Error> {
+        let key = load(files, base_dir)?;
+        Ok(Certificate(Arc::new(InForce(RwLock::new(Arc::new(key))))))
+    }
+
+    /// Reads `files` again and puts what they hold in force for the next handshakes; on an
+    /// error the one in force stays. True when the certificate chain differs from before.
+    pub fn reload(&self, files: &TlsFiles, base_dir: &Path) -> Result<bool, config::Error> {
+        let new = Arc::new(load(files, base_dir)?);
+        let mut in_force = self.0 .0.write().unwrap_or_else(PoisonError::into_inner);
+        let changed = in_force.cert != new.cert;
+        *in_force = new;
+        Ok(changed)
+    }
+
+    /// The rustls configuration that serves this certificate.
+    fn server_config(&self) -> std::io::Result<Arc<rustls::ServerConfig>> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_cert_resolver(self.0.clone());
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The chain and key from `files`, the key parsed and checked against the certificate.
+fn load(files: &TlsFiles, base_dir: &Path) -> Result<CertifiedKey, config::Error> {
     let cert_path = base_dir.join(&files.cert);
     let key_path = base_dir.join(&files.key);
     let certs = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config::Error::invalid("server.tls", e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => config::Error::invalid(
-                KEY_KEY,
-                format!(
-                    "the private key in {} does not match the certificate in {}",
-                    key_path.display(),
-                    cert_path.display()
-                ),
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => config::Error::invalid(
+            KEY_KEY,
+            format!(
+                "the private key in {} does not match the certificate in {}",
+                key_path.display(),
+                cert_path.display()
             ),
-            rustls::Error::InvalidCertificate(e) => config::Error::invalid(
-                CERT_KEY,
-                format!(
-                    "{}: the first certificate cannot be used: {e}",
-                    cert_path.display()
-                ),
+        ),
+        rustls::Error::InvalidCertificate(e) => config::Error::invalid(
+            CERT_KEY,
+            format!(
+                "{}: the first certificate cannot be used: {e}",
+                cert_path.display()
             ),
-            // rustls's messages here are fixed texts ("failed to parse private key as RSA,
-            // ECDSA, or EdDSA"), never key material.
-            e => config::Error::invalid(
-                KEY_KEY,
-                format!(
-                    "{}: the private key cannot be used: {e}",
-                    key_path.display()
-                ),
+        ),
+        // rustls's messages here are fixed texts ("failed to parse private key as RSA, ECDSA,
+        // or EdDSA"), never key material.
+        e => config::Error::invalid(
+            KEY_KEY,
+            format!(
+                "{}: the private key cannot be used: {e}",
+                key_path.display()
             ),
-        })?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+        ),
+    })
 }
 
 fn read(key: &str, path: &Path) -> Result<Zeroizing<Vec<u8>>, config::Error> {
@@ -121,10 +167,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, config::Error> {
     let bytes = read(KEY_KEY, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
         let why = match e {
-            pem::Error::NoItemsFound => "holds no private key (a \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block; an encrypted key must be decrypted first)",
-            e => pem_problem(&e),
+            pem::Error::NoItemsFound => format!(
+                "{} holds no private key (a \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block; an encrypted key must be decrypted first)",
+                path.display()
+            ),
+            e => format!("{}: {}", path.display(), pem_problem(&e)),
         };
-        config::Error::invalid(KEY_KEY, format!("{} {why}", path.display()))
+        config::Error::invalid(KEY_KEY, why)
     })
 }
 
@@ -138,11 +187,12 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Serves handshakes on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    /// Serves handshakes on `tcp` with `certificate`.
+    pub fn new(tcp: TcpListener, certificate: &Certificate) -> std::io::Result<Self> {
         let local_addr = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(certificate.server_config()?);
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let accepting = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
+        let accepting = tokio::spawn(accept_loop(tcp, acceptor, tx));
         Ok(TlsListener {
             ready,
             local_addr,
@@ -242,7 +292,7 @@ mod tests {
     }
 
     fn error(files: &TlsFiles, dir: &Path) -> String {
-        server_config(files, dir).unwrap_err().to_string()
+        Certificate::load(files, dir).unwrap_err().to_string()
     }
 
     #[test]
