@@ -2,8 +2,10 @@
 //!
 //! While it runs, a reload request (SIGHUP in the binary, see [`Reload`]) reads the configuration
 //! file again and applies what can change safely in a running process: the cron schedules and
-//! `logging.level`. An invalid file is refused with its reason and the configuration in force
-//! is kept; any other key that differs is named as needing a restart, and not applied.
+//! `logging.level`, and it reads the listener's TLS certificate and key again (a renewed
+//! certificate, at the paths in force). An invalid file is refused with its reason and the
+//! configuration in force is kept; any other key that differs is named as needing a restart,
+//! and not applied.
 //!
 //! Under systemd (`Type=notify`), `READY=1` is sent once the store is open, recovery has run and
 //! the AMQP consumer and cron are started; then status lines and, while the engine's loop goes
@@ -149,7 +151,14 @@ async fn run_on(
         "daemon started"
     );
     // Reloads are taken until shutdown; the task then hands the scheduler back.
-    let reloader = tokio::spawn(reload_loop(cron, cfg.clone(), reload, shutdown.clone()));
+    let certificate = http.as_ref().and_then(|h| h.certificate.clone());
+    let reloader = tokio::spawn(reload_loop(
+        cron,
+        cfg.clone(),
+        certificate,
+        reload,
+        shutdown.clone(),
+    ));
     // On shutdown the consumer stops first, so no delivery arrives while jobs drain.
     let stop_consumer = {
         let shutdown = shutdown.clone();
@@ -176,7 +185,7 @@ async fn run_on(
     // The listener answered through the drain (`/readyz`: draining); now it stops.
     http_stop.cancel();
     if let Some(h) = http {
-        let _ = h.await;
+        let _ = h.task.await;
     }
     stop_consumer.abort();
     match reloader.await {
@@ -207,10 +216,12 @@ fn status_line(store: Store, leader: Option<Leader>) -> impl Fn(usize) -> String
     }
 }
 
-/// Applies reload requests until `shutdown`, then returns the scheduler.
+/// Applies reload requests until `shutdown`, then returns the scheduler. `certificate` is the
+/// listener's when it speaks TLS.
 async fn reload_loop(
     mut cron: Cron,
     running: Arc<Config>,
+    certificate: Option<http::tls::Certificate>,
     reload: Option<Reload>,
     shutdown: CancellationToken,
 ) -> Cron {
@@ -224,7 +235,12 @@ async fn reload_loop(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             request = requests.recv() => match request {
-                Some(()) => current = apply_reload(&mut cron, &running, current, &path).await,
+                Some(()) => {
+                    current = apply_reload(&mut cron, &running, current, &path).await;
+                    if let Some(c) = &certificate {
+                        reload_certificate(c, &running);
+                    }
+                }
                 None => {
                     shutdown.cancelled().await;
                     break;
@@ -316,6 +332,22 @@ async fn apply_reload(
         );
     }
     effective
+}
+
+/// Reads the listener's certificate and key again from the paths in force (a changed path
+/// takes a restart, as every other key does); on an error the one in force is kept.
+fn reload_certificate(certificate: &http::tls::Certificate, running: &Config) {
+    let Some(files) = running.server.as_ref().and_then(|s| s.tls.as_ref()) else {
+        return;
+    };
+    match certificate.reload(files, &running.base_dir) {
+        Ok(true) => tracing::info!("TLS certificate read again: new connections get the new one"),
+        Ok(false) => tracing::info!("TLS certificate read again: unchanged"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "TLS certificate not reloaded; the one in force is kept"
+        ),
+    }
 }
 
 /// The keys (dotted paths) whose values differ between `old` and `new`, apart from those a

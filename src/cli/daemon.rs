@@ -15,7 +15,8 @@ use crate::config::Config;
 ///   and the next start re-queues them (a `remote_mirror` job that had started its sync resumes
 ///   from its checkpoint).
 /// - SIGHUP reloads the schedules and `logging.level` from the same file (`--config`, or
-///   `CODEARTS_SYNCD_CONFIG`); see [`crate::daemon::Reload`].
+///   `CODEARTS_SYNCD_CONFIG`), and the listener's TLS certificate; see
+///   [`crate::daemon::Reload`].
 pub(super) async fn run_daemon(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     /// Exit statuses of a second shutdown signal: 128 + SIGINT (2), 128 + SIGTERM (15).
     const EXIT_SECOND_SIGINT: i32 = 130;

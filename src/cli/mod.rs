@@ -66,7 +66,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: cron schedules, AMQP, the HTTP listener and workers until SIGTERM/SIGINT,
     /// then drain gracefully (in-flight jobs get engine.shutdown_grace to finish; the rest are
-    /// re-queued). A second SIGTERM/SIGINT exits at once; SIGHUP reloads schedules and log level.
+    /// re-queued). A second SIGTERM/SIGINT exits at once; SIGHUP reloads schedules, log level and
+    /// the TLS certificate.
     Run,
     /// Submit a job into the store (validated first; invalid jobs are recorded as rejected).
     ///

@@ -45,7 +45,7 @@ pub use sections::{
     Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetryConfig, Schedule, StoreConfig,
     Synchronous,
 };
-pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig};
+pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig, TlsFiles};
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "CODEARTS_SYNCD_CONFIG";

@@ -1,8 +1,9 @@
 //! `[server]`: the daemon's one HTTP listener: health and readiness, and the CodeArts Repo and
-//! GitHub webhooks with the routes that map a push to `remote_mirror` jobs. Absent means no
-//! listener.
+//! GitHub webhooks with the routes that map a push to `remote_mirror` jobs, optionally over TLS.
+//! Absent means no listener.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub struct ServerConfig {
     /// Address and port, e.g. `127.0.0.1:8625` (loopback unless a proxy or the network needs
     /// more).
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
     /// Largest request body accepted; larger ones are answered 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -35,6 +39,17 @@ pub struct ServerConfig {
     /// absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<SecretSource>,
+}
+
+/// The listener's certificate and private key, PEM files read at start (relative paths against
+/// the config file's directory). Loaded and checked in `ingress::http::tls`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (e.g. `fullchain.pem`).
+    pub cert: PathBuf,
+    /// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+    pub key: PathBuf,
 }
 
 /// The CodeArts Repo webhook: the hook's secret token arrives as a plain header value.

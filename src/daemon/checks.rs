@@ -4,20 +4,25 @@
 //! [`crate::config`] is plain data and checks only what it can alone (shapes, ranges, secrets).
 //! What names a job kind or holds a cron expression is checked here, at the face, with the
 //! modules that own that knowledge: [`crate::jobs`] for kinds and their params, and
-//! [`crate::ingress::cron`] for expressions. The errors are [`config::Error`]s, named by key, so
+//! [`crate::ingress::cron`] for expressions; the listener's certificate and key are loaded by
+//! [`crate::ingress::http::tls`], which serves them. The errors are [`config::Error`]s, named by key, so
 //! that a user sees one kind of configuration error whichever check refused it.
 
 use crate::config::{self, Config};
-use crate::ingress::cron;
+use crate::ingress::{cron, http};
 use crate::jobs::{self, JobKind};
 
 /// Everything `config check` checks, `run` requires before it starts anything, and a reload
 /// requires of the new file: the values, the schedules and job kinds, then that every secret
-/// source resolves. One function, so that the daemon never starts or reloads with a
-/// configuration `config check` refuses.
+/// source resolves and that the listener's certificate and key load and match. One function,
+/// so that the daemon never starts or reloads with a configuration `config check` refuses.
 pub fn check_config(cfg: &Config) -> Result<(), config::Error> {
     check_values(cfg)?;
-    cfg.check_secrets()
+    cfg.check_secrets()?;
+    if let Some(files) = cfg.server.as_ref().and_then(|s| s.tls.as_ref()) {
+        http::tls::Certificate::load(files, &cfg.base_dir)?;
+    }
+    Ok(())
 }
 
 /// Every check but reading the secrets: [`Config::validate`], then the schedules and the job

@@ -4,10 +4,13 @@
 //! ([`hooks`]). Every request
 //! gets an access log line (method, route, status, duration; never a body or a header value),
 //! a body limit and a timeout. It keeps answering during the drain — `/readyz` then says
-//! `draining` — and stops once the engine has drained.
+//! `draining` — and stops once the engine has drained. With `[server] tls` it speaks HTTPS
+//! ([`tls`]) through the same serving code.
 
 mod metrics;
+pub mod tls;
 
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,17 +139,35 @@ async fn access_log(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The running listener: its task, and with TLS the certificate in force (which a reload
+/// replaces).
+pub struct Serving {
+    pub task: tokio::task::JoinHandle<()>,
+    pub certificate: Option<tls::Certificate>,
+}
+
 /// Binds the listener (an error names the address) and serves until `stop` fires; requests in
-/// flight then finish.
+/// flight then finish. With `[server] tls`, the certificate and key are read first (an error
+/// names the key and the file).
 /// `extra` holds routes from the layers above (the operator API).
 pub async fn serve(
     config: Arc<Config>,
     readiness: Readiness,
     extra: Router,
     stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<Serving> {
     let Some(cfg) = config.server.clone() else {
-        return Ok(tokio::spawn(async {}));
+        return Ok(Serving {
+            task: tokio::spawn(async {}),
+            certificate: None,
+        });
+    };
+    let certificate = match &cfg.tls {
+        Some(files) => Some(
+            tls::Certificate::load(files, &config.base_dir)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ),
+        None => None,
     };
     let hooks = hooks::Hooks::router(readiness.store.clone(), config)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -156,14 +177,25 @@ pub async fn serve(
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen))
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP listener ready");
     let app = router(&cfg, readiness, hooks.merge(extra));
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP listener failed");
-        }
-    }))
+    let task = match &certificate {
+        None => tokio::spawn(serve_on(listener, app, stop)),
+        Some(c) => tokio::spawn(serve_on(tls::TlsListener::new(listener, c)?, app, stop)),
+    };
+    tracing::info!(%addr, tls = certificate.is_some(), "HTTP listener ready");
+    Ok(Serving { task, certificate })
+}
+
+/// The serving loop for either kind of connection: axum's, with its graceful shutdown.
+async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: Debug,
+{
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
 }
