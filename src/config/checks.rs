@@ -13,6 +13,9 @@ use super::{Auth, Config, Error};
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// The largest `misfire_grace` a schedule may set.
+const MAX_MISFIRE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A duration key and its bounds.
 pub(super) struct DurationKey {
     pub(super) key: &'static str,
@@ -350,13 +353,13 @@ impl Config {
                     format!("{:?} is not an IANA time zone name", s.timezone),
                 )
             })?;
-            if s.misfire_grace > super::sections::MAX_MISFIRE_GRACE {
+            if s.misfire_grace > MAX_MISFIRE_GRACE {
                 return Err(Error::invalid(
                     format!("schedules.{}.misfire_grace", s.name),
                     format!(
                         "{} is above the maximum of {}",
                         show_duration(s.misfire_grace),
-                        show_duration(super::sections::MAX_MISFIRE_GRACE)
+                        show_duration(MAX_MISFIRE_GRACE)
                     ),
                 ));
             }

@@ -232,9 +232,6 @@ impl Schedule {
     }
 }
 
-/// The largest `misfire_grace` a schedule may set.
-pub const MAX_MISFIRE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
-
 fn default_misfire_grace() -> Duration {
     Duration::from_secs(30)
 }

@@ -257,3 +257,43 @@ fn region_defaults_follow_the_sdk_region_files() {
         "https://iam.eu-west-101.myhuaweicloud.eu"
     );
 }
+
+#[test]
+fn a_schedule_misfire_setting_that_cannot_apply_is_named() {
+    let schedule = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[[schedules]]\nname = \"s\"\ncron = \"0 * * * * *\"\nkind = \"storage_snapshot\"\n{extra}\n"
+        )
+    };
+    for (extra, expected) in [
+        (
+            "max_catch_up = 3",
+            "schedules.s.max_catch_up: only applies with misfire = \"catch_up\"",
+        ),
+        (
+            "misfire = \"catch_up\"\nmax_catch_up = 0",
+            "schedules.s.max_catch_up: must be at least 1",
+        ),
+        (
+            "misfire_grace = \"8d\"",
+            "schedules.s.misfire_grace: 8d is above the maximum of 7d",
+        ),
+        (
+            "misfire = \"later\"",
+            "schedules.0.misfire: unknown variant: found `later`",
+        ),
+    ] {
+        let err = Config::from_toml_str(&schedule(extra), Path::new("."))
+            .and_then(|c| c.validate().map(|()| c))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+    }
+    let ok = Config::from_toml_str(
+        &schedule("misfire = \"catch_up\"\nmax_catch_up = 5\nmisfire_grace = \"2m\""),
+        Path::new("."),
+    )
+    .unwrap();
+    ok.validate().unwrap();
+    assert_eq!(ok.schedules[0].makeup_limit(), 5);
+}
