@@ -36,6 +36,10 @@ pub struct SimulateArgs {
     /// Address to listen on, e.g. 127.0.0.1:18080.
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub listen: std::net::SocketAddr,
+    /// Delay every API answer by this long, as a real cloud's would be (e.g. 100ms); change it
+    /// while running with PUT /__sim/latency {"ms": N}.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: std::time::Duration,
 }
 
 pub(super) async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
@@ -70,7 +74,10 @@ pub(super) async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
 }
 
 pub(super) async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let sim = crate::sim::Simulator::new(crate::sim::SimConfig::default());
+    let sim = crate::sim::Simulator::new(crate::sim::SimConfig {
+        latency: args.latency,
+        ..crate::sim::SimConfig::default()
+    });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     println!("simulator listening on http://{addr} (control routes under /__sim/)");

@@ -42,6 +42,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/trash-result", put(set_trash_result))
         .route("/trash", get(trash))
         .route("/health", get(health))
+        .route("/latency", put(set_latency))
 }
 
 fn bad_request(msg: &str) -> Response {
@@ -177,4 +178,29 @@ async fn trash(State(state): State<Arc<SimState>>) -> Response {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `PUT /__sim/latency` `{"ms": 100}`: every API answer is delayed by this long from now on.
+async fn set_latency(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Latency {
+        ms: u64,
+    }
+    match serde_json::from_slice::<Latency>(&body) {
+        Ok(l) if l.ms <= 60_000 => {
+            state.set_latency(std::time::Duration::from_millis(l.ms));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(l) => (
+            StatusCode::BAD_REQUEST,
+            format!("ms: {} is above the maximum of 60000\n", l.ms),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"ms\": N}}: {e}\n"),
+        )
+            .into_response(),
+    }
 }

@@ -107,6 +107,9 @@ pub struct SimConfig {
     pub trash_files_per_repo: usize,
     /// Audit records (module `file`) of the first active repository; the others get a few dozen.
     pub audit_records: u64,
+    /// Every API answer is delayed by this long (the network and the service's own time), as a
+    /// real cloud's would be; zero by default. Changeable while running (`/__sim/latency`).
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -128,6 +131,7 @@ impl Default for SimConfig {
             trashed_repos: 4,
             trash_files_per_repo: 6,
             audit_records: 20_000,
+            latency: Duration::ZERO,
         }
     }
 }

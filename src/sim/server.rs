@@ -116,6 +116,10 @@ async fn intercept(
             .find(|(k, _)| *k == "repository_id")
             .and_then(|(_, v)| repo::parse_repository_id(v))
     });
+    let latency = ep.state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let mut auth = ep.state.auth_kind(req.headers());

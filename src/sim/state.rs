@@ -165,6 +165,8 @@ pub(crate) struct SimState {
     pub(crate) cfg: SimConfig,
     pub(crate) created_at: DateTime<Utc>,
     inner: Mutex<Inner>,
+    /// The delay before every API answer, in microseconds (see [`SimConfig::latency`]).
+    latency_us: std::sync::atomic::AtomicU64,
 }
 
 impl SimState {
@@ -175,10 +177,21 @@ impl SimState {
             ..Inner::default()
         };
         SimState {
+            latency_us: std::sync::atomic::AtomicU64::new(cfg.latency.as_micros() as u64),
             cfg,
             created_at,
             inner: Mutex::new(inner),
         }
+    }
+
+    /// The delay before every API answer.
+    pub(crate) fn latency(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.latency_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_latency(&self, d: std::time::Duration) {
+        self.latency_us
+            .store(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A panic elsewhere must not wedge the simulator, so a poisoned lock is

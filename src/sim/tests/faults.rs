@@ -303,3 +303,45 @@ async fn fault_repository_id_filter_applies_only_to_that_repository() {
     );
     assert_eq!((sim.mirror_starts(5), sim.mirror_starts(6)), (1, 3));
 }
+
+#[tokio::test]
+async fn latency_delays_every_answer_and_can_change_while_running() {
+    let (_sim, base) = start(SimConfig {
+        latency: Duration::from_millis(300),
+        ..fast_config()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    let token = get_token(&client, &base).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "the token call too"
+    );
+    let t0 = Instant::now();
+    let resp = show_mirror(&client, &base, Some(&token), "1").await;
+    assert_eq!(resp.status(), 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let set = client
+        .put(format!("{base}/__sim/latency"))
+        .body(r#"{"ms": 0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 204);
+    let t0 = Instant::now();
+    assert_eq!(
+        show_mirror(&client, &base, Some(&token), "1")
+            .await
+            .status(),
+        200
+    );
+    assert!(t0.elapsed() < Duration::from_millis(300));
+    let bad = client
+        .put(format!("{base}/__sim/latency"))
+        .body(r#"{"ms": 99999999}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
