@@ -29,6 +29,8 @@ pub struct JobView {
     pub result: Option<Value>,
     pub idempotency_key: Option<String>,
     pub schedule: Option<String>,
+    /// The job this one replays (`jobs retry`).
+    pub retry_of: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
     /// The submissions this job served (`jobs show`): its own, and any that joined it.
@@ -84,6 +86,7 @@ impl From<&JobRow> for JobView {
             result: j.result.clone(),
             idempotency_key: j.idempotency_key.clone(),
             schedule: j.schedule.clone(),
+            retry_of: j.retry_of,
             attempt_log: None,
             requests: None,
             purge_items: None,

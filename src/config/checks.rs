@@ -100,6 +100,18 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
         get: |c| Some(c.remote_mirror.follow_timeout),
     },
     DurationKey {
+        key: "retention.keep",
+        nonzero: true,
+        max: Duration::from_secs(100 * 365 * 24 * 3600),
+        get: |c| c.retention.keep,
+    },
+    DurationKey {
+        key: "retention.interval",
+        nonzero: true,
+        max: DAY,
+        get: |c| Some(c.retention.interval),
+    },
+    DurationKey {
         key: "amqp.batch_wait",
         nonzero: false,
         max: Duration::from_secs(10),
@@ -210,6 +222,29 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+        }
+        // Whether each key names a job kind is checked where the kinds are known.
+        for (kind, t) in &self.engine.timeout {
+            let key = format!("engine.timeout.{kind}");
+            if t.is_zero() {
+                return Err(Error::invalid(key, "must be above zero"));
+            }
+            if **t > DAY {
+                return Err(Error::invalid(
+                    key,
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(**t),
+                        show_duration(DAY)
+                    ),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&self.retention.batch_size) {
+            return Err(Error::invalid(
+                "retention.batch_size",
+                "must be in 1..=100000",
+            ));
         }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {

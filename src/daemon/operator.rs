@@ -5,7 +5,11 @@
 //! - `GET /jobs/{id}` — as `jobs show --json` (attempts, requests, purge items);
 //! - `POST /jobs` `{"kind", "params", "key"}` — as `enqueue` into the store: 202 with the job
 //!   and what became of it (`queued`, `duplicate`, `coalesced`), 400 with the reason (recorded
-//!   `rejected`), 503 when the store cannot commit.
+//!   `rejected`), 503 when the store cannot commit;
+//! - `POST /jobs/{id}/cancel` — as `jobs cancel ID --json` (200; 404 no such job; 409 final);
+//! - `POST /jobs/{id}/retry` — as `jobs retry ID --json` (200 with `new_id`; 404; 409);
+//! - `POST /jobs/retry` `{"status", "kind", "since", "schedule", "limit"}` — a bulk replay, as
+//!   `jobs retry --limit N --json` (200; 400 for a bad filter).
 //!
 //! The routes are listed in [`ROUTES`] and documented in `openapi.json` at the repository's
 //! root; a test checks the two against the router.
@@ -16,13 +20,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::cli::lifecycle::{self, Answer, BulkRequest};
 use crate::cli::render::{job_detail, JobView};
 use crate::config::Config;
 use crate::ingress::{self, Submission, Submitted};
@@ -30,7 +35,14 @@ use crate::store::{ListFilter, Store};
 use crate::{JobId, Source, Status};
 
 /// Every route of the operator API, as `(method, path)`; `openapi.json` documents each.
-pub const ROUTES: &[(&str, &str)] = &[("get", "/jobs"), ("post", "/jobs"), ("get", "/jobs/{id}")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/jobs"),
+    ("post", "/jobs"),
+    ("get", "/jobs/{id}"),
+    ("post", "/jobs/{id}/cancel"),
+    ("post", "/jobs/{id}/retry"),
+    ("post", "/jobs/retry"),
+];
 
 struct Api {
     store: Store,
@@ -48,6 +60,9 @@ pub fn router(store: Store, cfg: Arc<Config>) -> Result<Router, crate::config::E
     Ok(Router::new()
         .route("/jobs", get(list).post(submit))
         .route("/jobs/{id}", get(show))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry_one))
+        .route("/jobs/retry", post(retry_bulk))
         .route_layer(middleware::from_fn_with_state(api.clone(), bearer))
         .with_state(api))
 }
@@ -183,6 +198,47 @@ async fn submit(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Respons
                 .into_response()
         }
         Err(e) => unavailable(&e),
+    }
+}
+
+/// Who a cancel through the API is recorded as.
+const API_USER: &str = "the operator API";
+
+fn answer(r: Result<Answer, crate::store::Error>) -> Response {
+    match r {
+        Ok(a) => (
+            StatusCode::from_u16(a.http_status()).unwrap_or(StatusCode::OK),
+            Json(a.body),
+        )
+            .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Response {
+    answer(lifecycle::cancel(&api.store, id, API_USER).await)
+}
+
+async fn retry_one(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Response {
+    answer(lifecycle::retry_one(&api.store, &api.cfg, id, Source::Cli).await)
+}
+
+async fn retry_bulk(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    let parsed = std::str::from_utf8(&body)
+        .map_err(|e| format!("body is not UTF-8: {e}"))
+        .and_then(|t| {
+            ingress::json::from_str_strict(t).map_err(|e| format!("body is not JSON: {e}"))
+        })
+        .and_then(|v| {
+            serde_json::from_value::<BulkRequest>(v).map_err(|e| {
+                format!(
+                    "expected {{\"limit\", \"status\", \"kind\", \"since\", \"schedule\"}}: {e}"
+                )
+            })
+        });
+    match parsed {
+        Ok(req) => answer(lifecycle::retry_bulk(&api.store, &api.cfg, &req, Source::Cli).await),
+        Err(why) => bad(why),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The job this one replays (`jobs retry`), when it is a replay.
+    pub retry_of: Option<JobId>,
 }
 
 impl JobRow {
@@ -97,7 +99,7 @@ pub struct ListFilter {
 pub(super) const JOB_COLUMNS: &str =
     "id, kind, params, source, schedule, status, claimed_from, attempts, \
      max_attempts, next_run_at, jid, trace_id, http_status, error_code, error_msg, checkpoint, \
-     result, idempotency_key, created_at, started_at, finished_at";
+     result, idempotency_key, created_at, started_at, finished_at, retry_of";
 
 impl Store {
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
@@ -315,5 +317,6 @@ pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, Erro
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        retry_of: row.try_get("retry_of")?,
     })
 }
