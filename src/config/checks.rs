@@ -12,6 +12,8 @@ use super::{Auth, Config, Error};
 
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The longest `retention.keep`: a century.
+const MAX_KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A duration key and its bounds.
 pub(super) struct DurationKey {
@@ -98,12 +100,6 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
         nonzero: true,
         max: Duration::from_secs(7 * 24 * 3600),
         get: |c| Some(c.remote_mirror.follow_timeout),
-    },
-    DurationKey {
-        key: "retention.keep",
-        nonzero: true,
-        max: Duration::from_secs(100 * 365 * 24 * 3600),
-        get: |c| c.retention.keep,
     },
     DurationKey {
         key: "retention.interval",
@@ -236,6 +232,22 @@ impl Config {
                         "{} is above the maximum of {}",
                         show_duration(**t),
                         show_duration(DAY)
+                    ),
+                ));
+            }
+        }
+        // Optional, so not in DURATION_KEYS (whose every key has a value by default).
+        if let Some(keep) = self.retention.keep {
+            if keep.is_zero() {
+                return Err(Error::invalid("retention.keep", "must be above zero"));
+            }
+            if keep > MAX_KEEP {
+                return Err(Error::invalid(
+                    "retention.keep",
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(keep),
+                        show_duration(MAX_KEEP)
                     ),
                 ));
             }
