@@ -187,12 +187,10 @@ impl Store {
     ) -> Result<Replayed, Error> {
         let r = async {
             let mut tx = self.write_tx().await?;
-            let matching = format!(
-                "FROM jobs j WHERE j.status = ?1 AND (?2 IS NULL OR j.kind = ?2) \
+            let matching = "FROM jobs j WHERE j.status = ?1 AND (?2 IS NULL OR j.kind = ?2) \
                    AND (?3 IS NULL OR j.finished_at >= ?3) AND (?4 IS NULL OR j.schedule = ?4) \
                    AND j.retry_of IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.retry_of = j.id)"
-            );
+                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.retry_of = j.id)";
             // Unqualified columns are the outer `j`'s: `r` lives only in the subquery.
             let rows = sqlx::query(&format!(
                 "SELECT {JOB_COLUMNS} {matching} ORDER BY j.id LIMIT ?5"
