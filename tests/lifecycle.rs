@@ -158,6 +158,44 @@ async fn cancel_of_a_queued_job_is_final_and_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_a_following_job_stops_its_polls() {
+    let mut app = spawn_app().await;
+    // A sync that takes a minute: the job follows it, polling every 50 ms.
+    app.sim.set_repo(
+        33,
+        RepoBehaviour {
+            sync_duration: Some(Duration::from_secs(60)),
+            ..RepoBehaviour::default()
+        },
+    );
+    let id = app
+        .submit("remote_mirror", json!({"repository_id": 33}))
+        .await;
+    app.start();
+    app.wait_for(id, WAIT, |j| j.status == "following").await;
+    let out = cli(&app, &["jobs", "cancel", &id.to_string()]).await;
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert!(text(&out).0.contains("(was following)") || text(&out).0.contains("(was running"));
+    // A poll claimed at that instant may still be under way; after it, none.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let polls = app.sim.count(Route::MirrorShow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.sim.count(Route::MirrorShow),
+        polls,
+        "still polled after the cancel"
+    );
+    let job = app.job(id).await;
+    assert_eq!(job.status, "cancelled");
+    assert!(job.jid.is_some(), "the started sync's jid is kept");
+    // The attempt that started the sync ended as `following`, before the cancel.
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("following"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_attempt_is_recorded_and_retried() {
     let mut app = spawn_app().await;
     // The first storage read hangs past the job's own 300 ms timeout.

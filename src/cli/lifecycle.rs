@@ -336,3 +336,22 @@ pub(super) async fn retry_cmd(cfg: &Config, args: RetryArgs) -> anyhow::Result<u
     store.close().await;
     print(&answer?, args.json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_duration_ago_a_time_or_a_date() {
+        let now = now_ms();
+        let day_ago = parse_since("24h").unwrap();
+        assert!((now - 86_400_000 - day_ago).abs() < 5_000);
+        assert_eq!(
+            parse_since("2026-11-27T10:00:00Z").unwrap(),
+            1_795_773_600_000
+        );
+        assert_eq!(parse_since("2026-11-27").unwrap(), 1_795_737_600_000);
+        let err = parse_since("last tuesday").unwrap_err();
+        assert!(err.contains("last tuesday"), "{err}");
+    }
+}

@@ -180,17 +180,7 @@ impl Engine {
             };
             if !in_flight.is_empty() && tokio::time::Instant::now() >= next_check {
                 next_check = tokio::time::Instant::now() + check_every;
-                let ids: Vec<JobId> = in_flight.keys().copied().collect();
-                match self.store().cancelled_among(&ids).await {
-                    Ok(cancelled) => {
-                        for id in cancelled {
-                            if let Some(switch) = switches.get(&id) {
-                                switch.cancel();
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "cannot check for cancelled jobs"),
-                }
+                self.pull_cancelled(&in_flight, &switches).await;
             }
             // An idle loop still goes round often enough to mark its heartbeat; a busy one,
             // often enough to notice a cancelled job.
@@ -224,9 +214,18 @@ impl Engine {
                 "shutting down: waiting for running jobs"
             );
         }
+        // Jobs cancelled during the drain are still dropped.
         let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
-            while let Some(done) = tasks.join_next().await {
-                self.reap(done, &mut in_flight, &mut per_kind);
+            loop {
+                tokio::select! {
+                    done = tasks.join_next() => match done {
+                        Some(done) => self.reap(done, &mut in_flight, &mut per_kind),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(check_every) => {
+                        self.pull_cancelled(&in_flight, &switches).await;
+                    }
+                }
             }
         })
         .await;
@@ -241,6 +240,9 @@ impl Engine {
                             count_transition(job, &Transition::Interrupted);
                             tracing::warn!("shutdown grace period over: job re-queued")
                         }
+                        Err(store::Error::LostOwnership(_)) => tracing::info!(
+                            "shutdown grace period over: the job was no longer running (cancelled)"
+                        ),
                         Err(e) => tracing::error!(error = %e, "cannot re-queue job at shutdown"),
                     }
                 }
@@ -249,6 +251,25 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Pulls the cancel switch of every job in `in_flight` the store shows cancelled.
+    async fn pull_cancelled(
+        &self,
+        in_flight: &HashMap<JobId, JobRow>,
+        switches: &HashMap<JobId, CancellationToken>,
+    ) {
+        let ids: Vec<JobId> = in_flight.keys().copied().collect();
+        match self.store().cancelled_among(&ids).await {
+            Ok(cancelled) => {
+                for id in cancelled {
+                    if let Some(switch) = switches.get(&id) {
+                        switch.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot check for cancelled jobs"),
+        }
     }
 
     fn reap(
