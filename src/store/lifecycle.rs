@@ -231,14 +231,25 @@ impl Store {
     }
 
     /// The job a submission with idempotency key `key` is recorded as (its own, the earlier job
-    /// with that key, or the queued job it joined), once the row is written.
+    /// with that key, or the queued job it joined), once the row is written; or the `rejected`
+    /// job that recorded it, when it was refused (a rejected request holds no key).
     pub async fn job_for_key(&self, key: &str) -> Result<Option<JobId>, Error> {
-        Ok(
+        let served: Option<JobId> =
             sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = ?")
                 .bind(key)
                 .fetch_optional(&self.pool)
-                .await?,
+                .await?;
+        if served.is_some() {
+            return Ok(served);
+        }
+        // Read through the (status, next_run_at) index: rejected rows only.
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status = 'rejected' AND idempotency_key = ? \
+             ORDER BY id DESC LIMIT 1",
         )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 
