@@ -97,6 +97,9 @@ pub(super) async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
                 .unwrap_or_default()
         );
     }
+    if let Some(of) = view.retry_of {
+        println!("  replay of   job {of}");
+    }
     println!("  created     {}", view.created_at);
     println!("  started     {}", opt(&view.started_at));
     println!("  finished    {}", opt(&view.finished_at));
