@@ -12,7 +12,7 @@ CREATE UNIQUE INDEX jobs_schedule_slot ON jobs (schedule, slot)
 ALTER TABLE jobs ADD COLUMN lane TEXT;
 CREATE INDEX jobs_lane ON jobs (lane, status) WHERE lane IS NOT NULL;
 UPDATE jobs SET lane = 'remote_mirror:' || json_extract(params, '$.repository_id')
-    WHERE kind = 'remote_mirror' AND status IN ('queued', 'running', 'following')
+    WHERE kind = 'remote_mirror' AND status <> 'rejected'
       AND json_valid(params) AND json_extract(params, '$.repository_id') IS NOT NULL;
 
 -- One row per schedule that has fired or been paused: the last slot it fired (so the misfire

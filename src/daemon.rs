@@ -32,6 +32,7 @@ use crate::store::Store;
 
 pub mod checks;
 pub mod operator;
+pub mod retention;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,12 @@ async fn run_on(
             amqp_stop.cancel();
         })
     };
+    // Retention prunes on its own schedule, in short transactions beside the engine's.
+    let pruner = tokio::spawn(retention::run(
+        store.clone(),
+        cfg.retention.clone(),
+        shutdown.clone(),
+    ));
     // Up: the store is open, recovery ran, the consumer and cron are started.
     let status = status_line(store.clone(), cfg.amqp.is_some().then_some(cron_leader));
     notify::ready(&status(0));
@@ -188,6 +195,7 @@ async fn run_on(
         let _ = h.task.await;
     }
     stop_consumer.abort();
+    let _ = pruner.await;
     match reloader.await {
         Ok(mut cron) => {
             cron.shutdown().await;

@@ -85,6 +85,8 @@ impl fmt::Display for Source {
 ///   `next_run_at`; a worker claims each poll (→ `running`) without spending an attempt.
 /// - `succeeded`, `failed`, `rejected` (invalid at ingress), `skipped` (a cron tick whose previous
 ///   run was still active), `ignored` (a webhook event no route maps to a job): final.
+/// - `cancelled`: an operator cancelled it (`jobs cancel`) while it was queued, following or
+///   running; final, with who and when in its `error_msg`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -96,11 +98,12 @@ pub enum Status {
     Rejected,
     Skipped,
     Ignored,
+    Cancelled,
 }
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Queued,
         Status::Running,
         Status::Following,
@@ -109,6 +112,7 @@ impl Status {
         Status::Rejected,
         Status::Skipped,
         Status::Ignored,
+        Status::Cancelled,
     ];
 
     /// The name stored in the job table.
@@ -122,6 +126,7 @@ impl Status {
             Status::Rejected => "rejected",
             Status::Skipped => "skipped",
             Status::Ignored => "ignored",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -139,6 +144,7 @@ impl Status {
                 | Status::Rejected
                 | Status::Skipped
                 | Status::Ignored
+                | Status::Cancelled
         )
     }
 }

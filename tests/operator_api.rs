@@ -193,3 +193,146 @@ async fn openapi_documents_exactly_the_routes_the_router_serves() {
     app.stop().await;
     bare.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_cancels_and_replays_like_the_cli() {
+    use codearts_syncd::sim::{Fault, Route};
+    let (mut app, base) = api_app(true).await;
+    // A job that fails (repository 901 does not exist: 404), and one whose start hangs.
+    let failed = app
+        .submit("remote_mirror", json!({"repository_id": 901}))
+        .await;
+    assert_eq!(
+        app.wait_final(failed, Duration::from_secs(20)).await.status,
+        "failed"
+    );
+    app.sim.inject(Fault {
+        route: Route::MirrorStart,
+        repository_id: Some(9),
+        delay_ms: Some(20_000),
+        times: 1,
+        ..Fault::default()
+    });
+    let hung = app
+        .submit("remote_mirror", json!({"repository_id": 9}))
+        .await;
+    app.wait_for(hung, Duration::from_secs(20), |j| j.status == "running")
+        .await;
+
+    // Cancel: the running job, again (idempotent), a final job (409), no job (404).
+    let url = |p: String| format!("{base}{p}");
+    let (status, body) = call(
+        "post",
+        &url(format!("/jobs/{hung}/cancel")),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["outcome"].as_str(), body["was"].as_str()),
+        (200, Some("cancelled"), Some("running")),
+        "{body}"
+    );
+    let job = app.wait_final(hung, Duration::from_secs(5)).await;
+    assert_eq!(job.status, "cancelled");
+    assert!(job
+        .error_msg
+        .unwrap()
+        .contains("cancelled by the operator API"));
+    let (status, body) = call(
+        "post",
+        &url(format!("/jobs/{hung}/cancel")),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("already_cancelled"))
+    );
+    let (status, body) = call(
+        "post",
+        &url(format!("/jobs/{failed}/cancel")),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["error"].as_str().unwrap().contains("already failed"),
+        "{body}"
+    );
+    assert_eq!(
+        call("post", &url("/jobs/99999/cancel".into()), Some(TOKEN), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call("post", &url(format!("/jobs/{failed}/cancel")), None, None)
+            .await
+            .0,
+        401
+    );
+
+    // Replay one: the same answer as `jobs retry ID --json`.
+    let (status, body) = call(
+        "post",
+        &url(format!("/jobs/{failed}/retry")),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["new_id"].as_i64().unwrap();
+    assert_eq!(app.job(new).await.retry_of, Some(failed));
+    app.wait_final(new, Duration::from_secs(20)).await;
+
+    // Bulk: the cancelled job is taken; the failed one already has a replay, and the replay
+    // is a replay: neither is.
+    let (status, body) = call(
+        "post",
+        &url("/jobs/retry".into()),
+        Some(TOKEN),
+        Some(json!({"status": "cancelled", "limit": 5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let replayed = body["replayed"].as_array().unwrap();
+    assert_eq!(replayed.len(), 1, "{body}");
+    assert_eq!(replayed[0]["id"], hung);
+    let (status, body) = call(
+        "post",
+        &url("/jobs/retry".into()),
+        Some(TOKEN),
+        Some(json!({"limit": 5})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["replayed"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+    // A bad filter names itself.
+    let (status, body) = call(
+        "post",
+        &url("/jobs/retry".into()),
+        Some(TOKEN),
+        Some(json!({"status": "rejected", "limit": 5})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("rejected"),
+        "{body}"
+    );
+    let (status, _) = call(
+        "post",
+        &url("/jobs/retry".into()),
+        Some(TOKEN),
+        Some(json!({"status": "failed"})),
+    )
+    .await;
+    assert_eq!(status, 400, "limit is required");
+    app.stop().await;
+}

@@ -1,4 +1,5 @@
-//! `enqueue`: submit a job into the store, or publish it to AMQP when configured.
+//! `enqueue`: submit a job into the store, or publish it to AMQP when configured; with
+//! `--wait`, then follow the job until it is final (see [`super::wait`]).
 
 use clap::Args;
 use serde_json::Value;
@@ -20,6 +21,18 @@ pub struct EnqueueArgs {
     /// Idempotency key: a second submission with the same key creates no second job.
     #[arg(long)]
     pub key: Option<String>,
+    /// Block until the job is final, then print its outcome. Exit 0 when it succeeded, 1 when
+    /// it failed, was cancelled (or skipped), or --timeout passed first, 2 when rejected. With
+    /// AMQP, waits for the row the daemon writes for the message's key (one is generated when
+    /// --key is not given), then for that job.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: stop waiting after this long (e.g. 90s, 10m); the job goes on.
+    #[arg(long, requires = "wait", value_parser = super::wait::parse_wait_timeout)]
+    pub timeout: Option<std::time::Duration>,
+    /// With --wait: print the final job as `jobs show --json` does.
+    #[arg(long, requires = "wait")]
+    pub json: bool,
 }
 
 /// Parses `key=value` parameters into a JSON object; the value is JSON when it parses.
@@ -65,13 +78,30 @@ pub(super) async fn enqueue(cfg: &Config, args: EnqueueArgs) -> anyhow::Result<u
             eprintln!("error: rejected: {reason} (nothing was published)");
             return Ok(EXIT_INVALID);
         }
-        return match ingress::amqp::publish(cfg, &args.kind, &params, args.key.as_deref()).await {
+        // Waiting needs a key to find the row the daemon writes for this message.
+        let key = match (&args.key, args.wait) {
+            (None, true) => Some(format!("enqueue-wait-{}", uuid::Uuid::new_v4().simple())),
+            (k, _) => k.clone(),
+        };
+        return match ingress::amqp::publish(cfg, &args.kind, &params, key.as_deref()).await {
             Ok(()) => {
-                println!(
+                let line = format!(
                     "published to exchange {:?}; the broker confirmed it",
                     cfg.amqp.as_ref().map(|a| a.exchange.as_str()).unwrap_or("")
                 );
-                Ok(0)
+                if !args.wait {
+                    println!("{line}");
+                    return Ok(0);
+                }
+                eprintln!(
+                    "{line}; waiting for the daemon to record it (key {:?})",
+                    key.as_deref().unwrap_or("")
+                );
+                let waiting = super::wait::Waiting {
+                    timeout: args.timeout,
+                    json: args.json,
+                };
+                super::wait::wait_for_key(cfg, key.as_deref().unwrap_or(""), &waiting).await
             }
             Err(e) => {
                 eprintln!("error: not submitted: {e}");
@@ -88,6 +118,15 @@ pub(super) async fn enqueue(cfg: &Config, args: EnqueueArgs) -> anyhow::Result<u
         schedule: None,
     };
     let outcome = ingress::submit(&store, cfg, sub).await?;
+    if args.wait {
+        let waiting = super::wait::Waiting {
+            timeout: args.timeout,
+            json: args.json,
+        };
+        let code = super::wait::wait_submitted(&store, &outcome, &waiting).await;
+        store.close().await;
+        return code;
+    }
     store.close().await;
     Ok(match outcome {
         Submitted::Queued(id) => {

@@ -1,4 +1,5 @@
-//! `jobs list` and `jobs show`: the job history, as tables or JSON.
+//! `jobs list` and `jobs show`: the job history, as tables or JSON. `jobs cancel` and `jobs
+//! retry` are in [`super::lifecycle`].
 
 use clap::{Args, Subcommand};
 
@@ -14,6 +15,17 @@ pub enum JobsCommand {
     List(ListArgs),
     /// Show one job with its attempts.
     Show(ShowArgs),
+    /// Cancel a queued, following or running job (a running attempt is aborted, its request
+    /// dropped): final status `cancelled`, with who and when. Cancelling a cancelled job is a
+    /// success that says so; any other final job is an error (exit 2) naming its status.
+    Cancel(super::lifecycle::CancelArgs),
+    /// Replay a failed or cancelled job as a new queued job linked to it (`retry_of`); the old
+    /// job is not touched. Without an ID, a bulk replay of up to --limit jobs matching the
+    /// filters, oldest first; a bulk replay never takes a replay, nor a job replayed before.
+    ///
+    /// Examples: codearts-syncd jobs retry 42;
+    /// codearts-syncd jobs retry --status failed --kind purge_recycle_bin --since 24h --limit 20
+    Retry(super::lifecycle::RetryArgs),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +102,9 @@ pub(super) async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
             Some(slot) => println!("  schedule    {schedule}, slot {slot}"),
             None => println!("  schedule    {schedule}, fired by hand"),
         }
+    }
+    if let Some(of) = view.retry_of {
+        println!("  replay of   job {of}");
     }
     println!("  created     {}", view.created_at);
     println!("  started     {}", opt(&view.started_at));

@@ -10,10 +10,13 @@ pub mod check;
 pub mod daemon;
 pub mod enqueue;
 pub mod jobs;
+pub mod lifecycle;
 pub mod render;
 pub mod schedules;
 pub mod shell;
+pub mod store;
 pub mod tools;
+pub mod wait;
 
 pub use archive::{
     AuditCommand, ExportArgs, ExportFormatArg, ReportArgs, StorageCommand, VerifyArgs,
@@ -85,6 +88,9 @@ pub enum Command {
     /// Storage usage that storage_snapshot jobs record.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// The job store itself: `store vacuum`.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// The audit archive that audit_mirror jobs fill: verify its hash chains, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -159,6 +165,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
                 Command::Jobs(JobsCommand::Show(args)) => exit(jobs::show(&cfg, args).await),
                 Command::Schedules(c) => exit(schedules::run(&cfg, c).await),
+                Command::Jobs(JobsCommand::Cancel(args)) => {
+                    exit(lifecycle::cancel_cmd(&cfg, args).await)
+                }
+                Command::Jobs(JobsCommand::Retry(args)) => {
+                    exit(lifecycle::retry_cmd(&cfg, args).await)
+                }
+                Command::Store(store::StoreCommand::Vacuum) => exit(store::vacuum(&cfg).await),
                 Command::Config(ConfigCommand::Check) => exit(check::check(&cfg)),
                 Command::Storage(StorageCommand::Report(args)) => {
                     exit(archive::storage_report(&cfg, args).await)

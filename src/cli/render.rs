@@ -32,6 +32,8 @@ pub struct JobView {
     /// A cron job's slot: the instant its tick was scheduled for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<String>,
+    /// The job this one replays (`jobs retry`).
+    pub retry_of: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<AttemptView>>,
     /// The submissions this job served (`jobs show`): its own, and any that joined it.
@@ -88,6 +90,7 @@ impl From<&JobRow> for JobView {
             idempotency_key: j.idempotency_key.clone(),
             schedule: j.schedule.clone(),
             slot: j.slot.map(crate::rfc3339),
+            retry_of: j.retry_of,
             attempt_log: None,
             requests: None,
             purge_items: None,

@@ -12,6 +12,8 @@ use super::{Auth, Config, Error};
 
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The longest `retention.keep`: a century.
+const MAX_KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The largest `misfire_grace` a schedule may set.
 const MAX_MISFIRE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -101,6 +103,12 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
         nonzero: true,
         max: Duration::from_secs(7 * 24 * 3600),
         get: |c| Some(c.remote_mirror.follow_timeout),
+    },
+    DurationKey {
+        key: "retention.interval",
+        nonzero: true,
+        max: DAY,
+        get: |c| Some(c.retention.interval),
     },
     DurationKey {
         key: "amqp.batch_wait",
@@ -213,6 +221,45 @@ impl Config {
                     "must be at least 1",
                 ));
             }
+        }
+        // Whether each key names a job kind is checked where the kinds are known.
+        for (kind, t) in &self.engine.timeout {
+            let key = format!("engine.timeout.{kind}");
+            if t.is_zero() {
+                return Err(Error::invalid(key, "must be above zero"));
+            }
+            if **t > DAY {
+                return Err(Error::invalid(
+                    key,
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(**t),
+                        show_duration(DAY)
+                    ),
+                ));
+            }
+        }
+        // Optional, so not in DURATION_KEYS (whose every key has a value by default).
+        if let Some(keep) = self.retention.keep {
+            if keep.is_zero() {
+                return Err(Error::invalid("retention.keep", "must be above zero"));
+            }
+            if keep > MAX_KEEP {
+                return Err(Error::invalid(
+                    "retention.keep",
+                    format!(
+                        "{} is above the maximum of {}",
+                        show_duration(keep),
+                        show_duration(MAX_KEEP)
+                    ),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&self.retention.batch_size) {
+            return Err(Error::invalid(
+                "retention.batch_size",
+                "must be in 1..=100000",
+            ));
         }
         let r = &self.retry;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {

@@ -42,8 +42,8 @@ pub use endpoints::{default_endpoints, EndpointOverrides, Endpoints};
 pub use secrets::{SecretSource, SECRET_IS_A_SOURCE};
 pub use sections::{
     AmqpConfig, CredentialProfile, EngineConfig, HttpConfig, LogFormat, LogLevel, LoggingConfig,
-    Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetryConfig, Schedule, StoreConfig,
-    Synchronous,
+    Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetentionConfig, RetryConfig, Schedule,
+    StoreConfig, Synchronous,
 };
 pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig, TlsFiles};
 
@@ -109,6 +109,9 @@ pub struct Config {
     /// The HTTP listener (health, readiness); absent means none.
     #[serde(default)]
     pub server: Option<ServerConfig>,
+    /// How long finished jobs are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Directory relative secret files are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,

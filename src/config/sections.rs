@@ -83,6 +83,12 @@ pub struct EngineConfig {
     /// On SIGTERM, how long in-flight jobs may take to finish before they are re-queued.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Per-kind attempt timeouts, e.g. `[engine.timeout] purge_recycle_bin = "10m"`: an attempt
+    /// (or one poll of a followed sync) running longer is aborted and recorded `timed_out`,
+    /// then retried by the retry policy. A job's own `timeout` parameter takes precedence.
+    /// Absent: no limit beyond `http.request_timeout` per call.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub timeout: BTreeMap<String, humantime_serde::Serde<Duration>>,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +98,32 @@ impl Default for EngineConfig {
             per_kind: BTreeMap::new(),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            timeout: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[retention]`: how long finished jobs are kept.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Finished jobs (by `finished_at`) older than this are pruned with their attempts,
+    /// requests and purge items. Absent: everything is kept.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Duration>,
+    /// How often the daemon prunes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Jobs pruned per write transaction.
+    pub batch_size: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep: None,
+            interval: Duration::from_secs(600),
+            batch_size: 500,
         }
     }
 }

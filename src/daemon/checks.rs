@@ -43,6 +43,14 @@ fn check_jobs(cfg: &Config) -> Result<(), config::Error> {
             ));
         }
     }
+    for kind in cfg.engine.timeout.keys() {
+        if JobKind::parse(kind).is_none() {
+            return Err(config::Error::invalid(
+                format!("engine.timeout.{kind}"),
+                format!("unknown job kind (known: {})", JobKind::names().join(", ")),
+            ));
+        }
+    }
     for s in &cfg.schedules {
         // Config::validate has checked the zone; a zone it refuses is named as it names it.
         let tz: chrono_tz::Tz = s.timezone.parse().map_err(|_| {

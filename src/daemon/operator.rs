@@ -11,6 +11,10 @@
 //!   the previous run is still active (recorded `skipped`);
 //! - `POST /schedules/{name}/pause`, `…/resume` — as `schedules pause|resume` (200; `changed`
 //!   says whether it was already so).
+//! - `POST /jobs/{id}/cancel` — as `jobs cancel ID --json` (200; 404 no such job; 409 final);
+//! - `POST /jobs/{id}/retry` — as `jobs retry ID --json` (200 with `new_id`; 404; 409);
+//! - `POST /jobs/retry` `{"status", "kind", "since", "schedule", "limit"}` — a bulk replay, as
+//!   `jobs retry --limit N --json` (200; 400 for a bad filter).
 //!
 //! The routes are listed in [`ROUTES`] and documented in `openapi.json` at the repository's
 //! root; a test checks the two against the router.
@@ -28,6 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::cli::lifecycle::{self, Answer, BulkRequest};
 use crate::cli::render::{job_detail, JobView};
 use crate::cli::schedules as sched;
 use crate::config::Config;
@@ -44,6 +49,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/schedules/{name}/run"),
     ("post", "/schedules/{name}/pause"),
     ("post", "/schedules/{name}/resume"),
+    ("post", "/jobs/{id}/cancel"),
+    ("post", "/jobs/{id}/retry"),
+    ("post", "/jobs/retry"),
 ];
 
 struct Api {
@@ -66,6 +74,9 @@ pub fn router(store: Store, cfg: Arc<Config>) -> Result<Router, crate::config::E
         .route("/schedules/{name}/run", post(run_schedule))
         .route("/schedules/{name}/pause", post(pause_schedule))
         .route("/schedules/{name}/resume", post(resume_schedule))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry_one))
+        .route("/jobs/retry", post(retry_bulk))
         .route_layer(middleware::from_fn_with_state(api.clone(), bearer))
         .with_state(api))
 }
@@ -201,6 +212,47 @@ async fn submit(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Respons
                 .into_response()
         }
         Err(e) => unavailable(&e),
+    }
+}
+
+/// Who a cancel through the API is recorded as.
+const API_USER: &str = "the operator API";
+
+fn answer(r: Result<Answer, crate::store::Error>) -> Response {
+    match r {
+        Ok(a) => (
+            StatusCode::from_u16(a.http_status()).unwrap_or(StatusCode::OK),
+            Json(a.body),
+        )
+            .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Response {
+    answer(lifecycle::cancel(&api.store, id, API_USER).await)
+}
+
+async fn retry_one(State(api): State<Arc<Api>>, Path(id): Path<JobId>) -> Response {
+    answer(lifecycle::retry_one(&api.store, &api.cfg, id, Source::Cli).await)
+}
+
+async fn retry_bulk(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> Response {
+    let parsed = std::str::from_utf8(&body)
+        .map_err(|e| format!("body is not UTF-8: {e}"))
+        .and_then(|t| {
+            ingress::json::from_str_strict(t).map_err(|e| format!("body is not JSON: {e}"))
+        })
+        .and_then(|v| {
+            serde_json::from_value::<BulkRequest>(v).map_err(|e| {
+                format!(
+                    "expected {{\"limit\", \"status\", \"kind\", \"since\", \"schedule\"}}: {e}"
+                )
+            })
+        });
+    match parsed {
+        Ok(req) => answer(lifecycle::retry_bulk(&api.store, &api.cfg, &req, Source::Cli).await),
+        Err(why) => bad(why),
     }
 }
 

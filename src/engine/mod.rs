@@ -2,12 +2,17 @@
 //! the overall and per-kind limits, and routes every outcome through [`transition`] into
 //! [`Store::settle`], the one place that moves a job out of `running`.
 //!
+//! Cancellation and timeouts ([`lifecycle`]): an attempt longer than its timeout is dropped and
+//! recorded `timed_out`, then retried by the policy; a job an operator cancelled (a store write,
+//! from any process) is noticed by the claim loop within a second and its attempt dropped.
+//!
 //! Shutdown: when the cancellation token fires, no new job is claimed; in-flight jobs get
 //! `shutdown_grace` to finish, and those still running after it are aborted and re-queued.
 //!
 //! Liveness: given a [`Heartbeat`], the claim loop marks it at least every `Heartbeat::every`,
 //! so whoever watches (the daemon, for systemd's watchdog) can tell a live loop from a wedged one.
 
+pub mod lifecycle;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -109,6 +114,10 @@ impl Engine {
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), store::Error> {
         let mut tasks: JoinSet<JobId> = JoinSet::new();
         let mut in_flight: HashMap<JobId, JobRow> = HashMap::new();
+        // Each running job's cancel switch, pulled when an operator cancels it.
+        let mut switches: HashMap<JobId, CancellationToken> = HashMap::new();
+        let check_every = lifecycle::cancel_check_every(self.cfg.poll_interval);
+        let mut next_check = tokio::time::Instant::now() + check_every;
         let mut per_kind: HashMap<String, usize> = HashMap::new();
         let mut store_failures = 0u32;
         let mut last_claim: Option<tokio::time::Instant> = None;
@@ -144,11 +153,14 @@ impl Engine {
                             claimed = true;
                             *per_kind.entry(job.kind.clone()).or_default() += 1;
                             in_flight.insert(job.id, job.clone());
+                            let switch = CancellationToken::new();
+                            switches.insert(job.id, switch.clone());
                             let ctx = self.ctx.clone();
                             let policy = self.policy;
                             let settler = settler.clone();
                             let span = job_span(&job);
-                            tasks.spawn(execute(ctx, policy, settler, job).instrument(span));
+                            tasks
+                                .spawn(execute(ctx, policy, settler, job, switch).instrument(span));
                         }
                     }
                     Err(e) => {
@@ -166,10 +178,20 @@ impl Engine {
             } else {
                 self.until_next_due().await
             };
-            // An idle loop still goes round often enough to mark its heartbeat.
+            if !in_flight.is_empty() && tokio::time::Instant::now() >= next_check {
+                next_check = tokio::time::Instant::now() + check_every;
+                self.pull_cancelled(&in_flight, &switches).await;
+            }
+            // An idle loop still goes round often enough to mark its heartbeat; a busy one,
+            // often enough to notice a cancelled job.
             let wait = match &self.heartbeat {
                 Some(hb) => wait.min(hb.every),
                 None => wait,
+            };
+            let wait = if in_flight.is_empty() {
+                wait
+            } else {
+                wait.min(next_check.saturating_duration_since(tokio::time::Instant::now()))
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -182,6 +204,7 @@ impl Engine {
             while let Some(done) = tasks.try_join_next() {
                 self.reap(done, &mut in_flight, &mut per_kind);
             }
+            switches.retain(|id, _| in_flight.contains_key(id));
         }
 
         if !tasks.is_empty() {
@@ -191,9 +214,18 @@ impl Engine {
                 "shutting down: waiting for running jobs"
             );
         }
+        // Jobs cancelled during the drain are still dropped.
         let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
-            while let Some(done) = tasks.join_next().await {
-                self.reap(done, &mut in_flight, &mut per_kind);
+            loop {
+                tokio::select! {
+                    done = tasks.join_next() => match done {
+                        Some(done) => self.reap(done, &mut in_flight, &mut per_kind),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(check_every) => {
+                        self.pull_cancelled(&in_flight, &switches).await;
+                    }
+                }
             }
         })
         .await;
@@ -208,6 +240,9 @@ impl Engine {
                             count_transition(job, &Transition::Interrupted);
                             tracing::warn!("shutdown grace period over: job re-queued")
                         }
+                        Err(store::Error::LostOwnership(_)) => tracing::info!(
+                            "shutdown grace period over: the job was no longer running (cancelled)"
+                        ),
                         Err(e) => tracing::error!(error = %e, "cannot re-queue job at shutdown"),
                     }
                 }
@@ -216,6 +251,25 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Pulls the cancel switch of every job in `in_flight` the store shows cancelled.
+    async fn pull_cancelled(
+        &self,
+        in_flight: &HashMap<JobId, JobRow>,
+        switches: &HashMap<JobId, CancellationToken>,
+    ) {
+        let ids: Vec<JobId> = in_flight.keys().copied().collect();
+        match self.store().cancelled_among(&ids).await {
+            Ok(cancelled) => {
+                for id in cancelled {
+                    if let Some(switch) = switches.get(&id) {
+                        switch.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot check for cancelled jobs"),
+        }
     }
 
     fn reap(
@@ -305,14 +359,27 @@ impl Settler {
     }
 }
 
-/// Runs one claimed job and records its outcome.
-async fn execute(ctx: jobs::Ctx, policy: RetryPolicy, settler: Settler, job: JobRow) -> JobId {
+/// Runs one claimed job and records its outcome; when `cancel` fires (an operator cancelled
+/// the job, which the store already records), the attempt is dropped and nothing is written.
+async fn execute(
+    ctx: jobs::Ctx,
+    policy: RetryPolicy,
+    settler: Settler,
+    job: JobRow,
+    cancel: CancellationToken,
+) -> JobId {
     if job.is_poll() {
         tracing::debug!("polling");
     } else {
         tracing::info!(attempt = job.attempts, "attempt started");
     }
-    let result = jobs::run(&ctx, &job).await;
+    let Some(result) = lifecycle::run_bounded(&ctx, &job, &cancel).await else {
+        tracing::info!(
+            attempt = job.attempts,
+            "job cancelled: its attempt was dropped"
+        );
+        return job.id;
+    };
     let t = transition(&policy, &ctx.config.engine, &job, result);
     log_transition(&job, &t);
     if settle_until_written(&ctx.store, &settler, &job, &t).await {
@@ -347,6 +414,13 @@ async fn settle_until_written(
                 // The store's health logs the condition once, then once a minute.
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_STORE_PAUSE);
+            }
+            Err(store::Error::LostOwnership(id)) if matches!(store.get(id).await, Ok(Some(j)) if j.status() == Some(crate::Status::Cancelled)) =>
+            {
+                tracing::info!(
+                    "the job was cancelled before its outcome was written; it stays cancelled"
+                );
+                return false;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the job's outcome");

@@ -80,7 +80,40 @@ impl JobKind {
 #[error("{0}")]
 pub struct ParamError(pub String);
 
-/// Parses `params` into a kind's parameter type, naming the offending parameter on error.
+/// The parameter every kind accepts besides its own: how long one attempt (or one poll of a
+/// followed sync) may take before it is aborted and recorded `timed_out`.
+pub const TIMEOUT_PARAM: &str = "timeout";
+
+/// The longest per-job `timeout` accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// A job's own `timeout` parameter (a duration such as `"90s"`), if it gives one.
+pub fn job_timeout(params: &Value) -> Result<Option<Duration>, ParamError> {
+    let Some(v) = params.get(TIMEOUT_PARAM) else {
+        return Ok(None);
+    };
+    let bad = |why: String| ParamError(format!("parameter `{TIMEOUT_PARAM}`: {why}"));
+    let text = v.as_str().ok_or_else(|| {
+        bad(format!(
+            "expected a duration such as \"90s\", got {}",
+            kind_of(v)
+        ))
+    })?;
+    let d = humantime::parse_duration(text).map_err(|e| bad(format!("{text:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(bad("must be above zero".into()));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(bad(format!(
+            "{text} is above the maximum of {}",
+            crate::config::show_duration(MAX_TIMEOUT)
+        )));
+    }
+    Ok(Some(d))
+}
+
+/// Parses `params` into a kind's parameter type, naming the offending parameter on error. The
+/// common [`TIMEOUT_PARAM`] is not the kind's: it is read by [`job_timeout`] and left out here.
 pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
     if !params.is_object() {
         return Err(ParamError(format!(
@@ -88,6 +121,16 @@ pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError
             kind_of(params)
         )));
     }
+    let own;
+    let params = match params.as_object() {
+        Some(m) if m.contains_key(TIMEOUT_PARAM) => {
+            let mut m = m.clone();
+            m.remove(TIMEOUT_PARAM);
+            own = Value::Object(m);
+            &own
+        }
+        _ => params,
+    };
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -116,6 +159,9 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Validates a submission's parameters for `kind` against the configuration.
 pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), ParamError> {
+    if params.is_object() {
+        job_timeout(params)?;
+    }
     match kind {
         JobKind::RemoteMirror => remote_mirror::validate(params, cfg),
         JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
@@ -216,6 +262,9 @@ pub enum RunError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The attempt exceeded its timeout and was aborted; retried like a transient failure.
+    #[error("the attempt exceeded its timeout of {} and was aborted", crate::config::show_duration(*.0))]
+    TimedOut(Duration),
 }
 
 impl RunError {
@@ -225,6 +274,7 @@ impl RunError {
             RunError::Api(e) => e.is_retryable(),
             RunError::Invalid(_) => false,
             RunError::Store(e) => e.is_transient(),
+            RunError::TimedOut(_) => true,
         }
     }
 
@@ -253,6 +303,11 @@ impl RunError {
             RunError::Store(e) => ErrorInfo {
                 error_code: Some("STORE".into()),
                 error_msg: e.to_string(),
+                ..Default::default()
+            },
+            RunError::TimedOut(_) => ErrorInfo {
+                error_code: Some(crate::store::settle::TIMED_OUT.into()),
+                error_msg: self.to_string(),
                 ..Default::default()
             },
         }

@@ -39,6 +39,8 @@ pub struct JobRow {
     pub slot: Option<i64>,
     #[serde(skip)]
     pub lane: Option<String>,
+    /// The job this one replays (`jobs retry`), when it is a replay.
+    pub retry_of: Option<JobId>,
 }
 
 impl JobRow {
@@ -106,7 +108,7 @@ pub struct ListFilter {
 pub(super) const JOB_COLUMNS: &str =
     "id, kind, params, source, schedule, status, claimed_from, attempts, \
      max_attempts, next_run_at, jid, trace_id, http_status, error_code, error_msg, checkpoint, \
-     result, idempotency_key, created_at, started_at, finished_at, slot, lane";
+     result, idempotency_key, created_at, started_at, finished_at, slot, lane, retry_of";
 
 impl Store {
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
@@ -263,7 +265,7 @@ pub(super) async fn insert_in(
     .bind(finished)
     .bind(now)
     .bind(job.slot)
-    .bind(job.lane.as_deref().filter(|_| !job.status.is_final()))
+    .bind(&job.lane)
     .fetch_one(&mut **tx)
     .await?;
     // The job's request row is written by the trigger jobs_record_request.
@@ -300,5 +302,6 @@ pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, Erro
         finished_at: row.try_get("finished_at")?,
         slot: row.try_get("slot")?,
         lane: row.try_get("lane")?,
+        retry_of: row.try_get("retry_of")?,
     })
 }

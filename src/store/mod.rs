@@ -8,6 +8,8 @@
 //! - [`claim`]: workers taking due jobs, in one statement.
 //! - [`settle`]: writing an attempt's outcome and a running job's checkpoint.
 //! - [`attempts`]: reading a job's attempts.
+//! - [`lifecycle`]: an operator's controls: cancel, replay (`retry_of`), waiting on a key.
+//! - [`retention`]: pruning finished jobs in batches, `VACUUM`.
 //! - [`purge`], [`archive`], [`storage`]: the Artifact job kinds' tables.
 //! - [`health`]: whether the store can write, as the write paths last saw it.
 //!
@@ -22,8 +24,10 @@ pub mod checkpoint;
 pub mod claim;
 pub mod health;
 pub mod jobs;
+pub mod lifecycle;
 pub mod purge;
 pub mod requests;
+pub mod retention;
 pub mod schedules;
 pub mod settle;
 pub mod storage;

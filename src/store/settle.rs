@@ -5,6 +5,10 @@
 use super::{Error, JobRow, Store};
 use crate::now_ms;
 
+/// The `error_code` of an attempt that exceeded its timeout, and that attempt's `outcome`
+/// (whether it is retried or was the last).
+pub const TIMED_OUT: &str = "timed_out";
+
 /// The error details kept on a job and its attempt.
 #[derive(Clone, Debug, Default)]
 pub struct ErrorInfo {
@@ -189,6 +193,11 @@ fn plan<'a>(job: &'a JobRow, t: &'a Transition, now: i64) -> Plan<'a> {
             None,
             None,
         ),
+    };
+    // An attempt cut off by its timeout says so, whether it is retried or was the last.
+    let outcome = match err {
+        Some(e) if e.error_code.as_deref() == Some(TIMED_OUT) => TIMED_OUT,
+        _ => outcome,
     };
     Plan {
         status,
