@@ -134,7 +134,9 @@ async fn after_downtime_each_schedule_makes_up_what_its_policy_says() {
     }
 }
 
-#[tokio::test]
+// Several threads: the CLI runs as a child process the test waits for (blocking its thread),
+// while the daemon in this process must go on committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_run_by_hand() {
     let extra = r#"
 [[schedules]]

@@ -39,7 +39,6 @@ impl Store {
         if limits.is_empty() || total == 0 {
             return Ok(Vec::new());
         }
-        let now = now_ms();
         // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
         // Each kind's candidates come from index range scans on (kind, status, next_run_at)
         // capped at its limit, so a claim reads a few rows however long the queue is.
@@ -70,13 +69,15 @@ impl Store {
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
-        let mut q = sqlx::query(&sql).bind(now).bind(total as i64);
-        for (kind, cap) in &limits {
-            q = q.bind(*kind).bind(*cap as i64);
-        }
         let rows = self.observe(
             async {
                 let mut tx = self.write_tx().await?;
+                // The time is read once the write lock is held, so a job's start is never
+                // before the end of a job that held its lane.
+                let mut q = sqlx::query(&sql).bind(now_ms()).bind(total as i64);
+                for (kind, cap) in &limits {
+                    q = q.bind(*kind).bind(*cap as i64);
+                }
                 let rows = q.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(rows)
