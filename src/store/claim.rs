@@ -70,7 +70,10 @@ impl Store {
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
-        let mut q = sqlx::query(&sql).bind(now).bind(total as i64);
+        // Dynamic only in numbered placeholders and fixed status literals: kinds and caps are bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(total as i64);
         for (kind, cap) in &limits {
             q = q.bind(*kind).bind(*cap as i64);
         }
