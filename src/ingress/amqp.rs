@@ -393,6 +393,8 @@ impl Session<'_> {
             .map_err(|e| not_connected(broker(self.acfg, "setting prefetch")(e)))?;
         let tag = ShortString::from(format!("codearts-syncd-{}", std::process::id()));
         let queue = short("amqp.queue", &self.acfg.queue).map_err(not_connected)?;
+        let leader_queue =
+            short("amqp.leader_queue", &self.acfg.leader_queue).map_err(not_connected)?;
         let mut consumer = ch
             .basic_consume(
                 queue,
@@ -412,8 +414,6 @@ impl Session<'_> {
             tracing::info!(queue = %self.acfg.queue, prefetch = self.acfg.prefetch, "AMQP connected; consuming");
         }
         self.consuming.set(true);
-        let leader_queue =
-            short("amqp.leader_queue", &self.acfg.leader_queue).map_err(not_connected)?;
         let lead = tokio::spawn(hold_leadership(
             conn.clone(),
             leader_queue,
