@@ -31,22 +31,20 @@ use sqlx::Row;
 async fn connection() -> anyhow::Result<Connection> {
     Ok(Connection::connect(
         "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio),
+        ConnectionProperties::default(),
     )
     .await?)
 }
 
 /// (a): publish N persistent messages with confirms while a consumer acks them manually.
 async fn broker_rate(n: usize) -> anyhow::Result<f64> {
-    let queue = format!("bench-raw-{}", uuid::Uuid::new_v4().simple());
+    let queue = ShortString::from(format!("bench-raw-{}", uuid::Uuid::new_v4().simple()));
     let pub_conn = connection().await?;
     let con_conn = connection().await?;
     let pch = pub_conn.create_channel().await?;
     let cch = con_conn.create_channel().await?;
     pch.queue_declare(
-        &queue,
+        queue.clone(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -58,8 +56,8 @@ async fn broker_rate(n: usize) -> anyhow::Result<f64> {
     cch.basic_qos(256, BasicQosOptions::default()).await?;
     let mut consumer = cch
         .basic_consume(
-            &queue,
-            "bench",
+            queue.clone(),
+            ShortString::from("bench"),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -83,8 +81,8 @@ async fn broker_rate(n: usize) -> anyhow::Result<f64> {
     for _ in 0..n {
         confirms.push(
             pch.basic_publish(
-                "",
-                &queue,
+                ShortString::default(),
+                queue.clone(),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default().with_delivery_mode(2),
@@ -97,10 +95,10 @@ async fn broker_rate(n: usize) -> anyhow::Result<f64> {
     }
     let done = consume.await??;
     let rate = n as f64 / (done - started).as_secs_f64();
-    pch.queue_delete(&queue, QueueDeleteOptions::default())
+    pch.queue_delete(queue, QueueDeleteOptions::default())
         .await?;
-    let _ = pub_conn.close(200, "done").await;
-    let _ = con_conn.close(200, "done").await;
+    let _ = pub_conn.close(200, ShortString::from("done")).await;
+    let _ = con_conn.close(200, ShortString::from("done")).await;
     Ok(rate)
 }
 
@@ -184,12 +182,12 @@ leader_queue = "bench-{tag}-leader"
     // Wait until the daemon consumes.
     let conn = connection().await?;
     let mut ch = conn.create_channel().await?;
-    let queue = format!("bench-{tag}-q");
+    let queue = ShortString::from(format!("bench-{tag}-q"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let q = ch
             .queue_declare(
-                &queue,
+                queue.clone(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -219,6 +217,8 @@ leader_queue = "bench-{tag}-leader"
     let started = Instant::now();
     let t0 = chrono::Utc::now().timestamp_millis();
     let mut confirms = Vec::with_capacity(n);
+    let exchange = ShortString::from(format!("bench-{tag}-ex"));
+    let routing_key = ShortString::from("jobs");
     for i in 0..n {
         let key = format!("b{i}");
         let body = format!(
@@ -228,8 +228,8 @@ leader_queue = "bench-{tag}-leader"
         published.insert(key, chrono::Utc::now().timestamp_millis());
         confirms.push(
             pch.basic_publish(
-                &format!("bench-{tag}-ex"),
-                "jobs",
+                exchange.clone(),
+                routing_key.clone(),
                 BasicPublishOptions::default(),
                 body.as_bytes(),
                 BasicProperties::default()
@@ -299,14 +299,16 @@ leader_queue = "bench-{tag}-leader"
         format!("bench-{tag}-dead"),
         format!("bench-{tag}-leader"),
     ] {
-        let _ = pch.queue_delete(&q, QueueDeleteOptions::default()).await;
+        let _ = pch
+            .queue_delete(q.into(), QueueDeleteOptions::default())
+            .await;
     }
     for e in [format!("bench-{tag}-ex"), format!("bench-{tag}-dlx")] {
         let _ = pch
-            .exchange_delete(&e, ExchangeDeleteOptions::default())
+            .exchange_delete(e.into(), ExchangeDeleteOptions::default())
             .await;
     }
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, ShortString::from("done")).await;
 
     println!("(b) daemon end to end (publish → recorded succeeded with jid): {e2e:>9.0} jobs/s (publishing took {publish_s:.1} s)");
     println!("    ratio b/a: {:.2}", e2e / raw);

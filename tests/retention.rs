@@ -24,7 +24,7 @@ async fn pool(app: &TestApp) -> SqlitePool {
         .unwrap()
 }
 
-async fn count(pool: &SqlitePool, sql: &str) -> i64 {
+async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
@@ -145,9 +145,9 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
 
     // Their attempts, requests and purge items went with them.
     for table in ["attempts", "requests", "purge_items"] {
-        let n: i64 = sqlx::query_scalar(&format!(
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))"
-        ))
+        )))
         .bind(&gone_list)
         .fetch_one(&db)
         .await

@@ -272,8 +272,8 @@ async fn a_trickle_for_one_repository_costs_few_syncs_and_they_never_overlap() {
     for burst in 0..3 {
         for _ in 0..50 {
             ch.basic_publish(
-                &cfg.exchange,
-                &cfg.routing_key,
+                cfg.exchange.as_str().into(),
+                cfg.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 body.as_bytes(),
                 BasicProperties::default()

@@ -25,9 +25,10 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
@@ -94,13 +95,20 @@ pub async fn connect(cfg: &AmqpConfig, password: &SecretString) -> Result<Connec
         .connection_name
         .clone()
         .unwrap_or_else(|| format!("codearts-syncd pid {}", std::process::id()));
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name(LongString::from(name));
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
     Connection::connect(url.expose_secret(), props)
         .await
         .map_err(|source| Error::Connect { url: shown, source })
+}
+
+/// A name or tag from the config as an AMQP short string (at most 255 bytes).
+fn short(key: &str, value: &str) -> Result<ShortString, Error> {
+    ShortString::try_new(value).map_err(|_| {
+        Error::Config(format!(
+            "{key} {value:?} is {} bytes long; AMQP names are at most 255 bytes",
+            value.len()
+        ))
+    })
 }
 
 fn broker<'a>(cfg: &'a AmqpConfig, what: &'static str) -> impl FnOnce(lapin::Error) -> Error + 'a {
@@ -114,12 +122,17 @@ fn broker<'a>(cfg: &'a AmqpConfig, what: &'static str) -> impl FnOnce(lapin::Err
 /// Declares the exchange, the queue bound to it (with its dead-letter exchange and type), and
 /// the dead-letter exchange with its queue. Idempotent; run on every (re)connect.
 pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Error> {
+    let exchange = short("amqp.exchange", &cfg.exchange)?;
+    let dead_letter_exchange = short("amqp.dead_letter_exchange", &cfg.dead_letter_exchange)?;
+    let dead_letter_queue = short("amqp.dead_letter_queue", &cfg.dead_letter_queue)?;
+    let queue = short("amqp.queue", &cfg.queue)?;
+    let routing_key = short("amqp.routing_key", &cfg.routing_key)?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
     ch.exchange_declare(
-        &cfg.exchange,
+        exchange.clone(),
         ExchangeKind::Direct,
         durable,
         FieldTable::default(),
@@ -127,7 +140,7 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Erro
     .await
     .map_err(broker(cfg, "declaring the exchange"))?;
     ch.exchange_declare(
-        &cfg.dead_letter_exchange,
+        dead_letter_exchange.clone(),
         ExchangeKind::Fanout,
         durable,
         FieldTable::default(),
@@ -138,13 +151,13 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Erro
         durable: true,
         ..Default::default()
     };
-    ch.queue_declare(&cfg.dead_letter_queue, durable_q, FieldTable::default())
+    ch.queue_declare(dead_letter_queue.clone(), durable_q, FieldTable::default())
         .await
         .map_err(broker(cfg, "declaring the dead-letter queue"))?;
     ch.queue_bind(
-        &cfg.dead_letter_queue,
-        &cfg.dead_letter_exchange,
-        "",
+        dead_letter_queue,
+        dead_letter_exchange,
+        ShortString::default(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -163,13 +176,13 @@ pub async fn declare_topology(ch: &Channel, cfg: &AmqpConfig) -> Result<(), Erro
         ShortString::from("x-queue-type"),
         AMQPValue::LongString(LongString::from(qtype)),
     );
-    ch.queue_declare(&cfg.queue, durable_q, args)
+    ch.queue_declare(queue.clone(), durable_q, args)
         .await
         .map_err(broker(cfg, "declaring the job queue"))?;
     ch.queue_bind(
-        &cfg.queue,
-        &cfg.exchange,
-        &cfg.routing_key,
+        queue,
+        exchange,
+        routing_key,
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -378,11 +391,14 @@ impl Session<'_> {
         ch.basic_qos(self.acfg.prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| not_connected(broker(self.acfg, "setting prefetch")(e)))?;
-        let tag = format!("codearts-syncd-{}", std::process::id());
+        let tag = ShortString::from(format!("codearts-syncd-{}", std::process::id()));
+        let queue = short("amqp.queue", &self.acfg.queue).map_err(not_connected)?;
+        let leader_queue =
+            short("amqp.leader_queue", &self.acfg.leader_queue).map_err(not_connected)?;
         let mut consumer = ch
             .basic_consume(
-                &self.acfg.queue,
-                &tag,
+                queue,
+                tag.clone(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -400,7 +416,7 @@ impl Session<'_> {
         self.consuming.set(true);
         let lead = tokio::spawn(hold_leadership(
             conn.clone(),
-            self.acfg.leader_queue.clone(),
+            leader_queue,
             self.leader.clone(),
         ));
         let lost = |what: String| SessionEnd {
@@ -447,9 +463,9 @@ impl Session<'_> {
         if result.is_ok() {
             // Shutdown: stop deliveries first; unacknowledged prefetched ones return to the
             // queue when the channel closes.
-            let _ = ch.basic_cancel(&tag, BasicCancelOptions::default()).await;
-            let _ = ch.close(200, "shutdown").await;
-            let _ = conn.close(200, "shutdown").await;
+            let _ = ch.basic_cancel(tag, BasicCancelOptions::default()).await;
+            let _ = ch.close(200, ShortString::from("shutdown")).await;
+            let _ = conn.close(200, ShortString::from("shutdown")).await;
             tracing::info!("AMQP consumer stopped");
         }
         result
@@ -534,13 +550,13 @@ enum BatchError {
 
 /// Tries, once a second, to become the exclusive consumer of the leader queue; holds the
 /// channel, and `leader` set, while it leads. The broker ends the leadership with the connection.
-async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
-    let tag = format!("cron-leader-{}", std::process::id());
+async fn hold_leadership(conn: Arc<Connection>, queue: ShortString, leader: Leader) {
+    let tag = ShortString::from(format!("cron-leader-{}", std::process::id()));
     loop {
         let attempt = async {
             let ch = conn.create_channel().await?;
             ch.queue_declare(
-                &queue,
+                queue.clone(),
                 QueueDeclareOptions {
                     durable: true,
                     ..Default::default()
@@ -551,8 +567,8 @@ async fn hold_leadership(conn: Arc<Connection>, queue: String, leader: Leader) {
             let asked_at = crate::now_ms();
             let consumer = ch
                 .basic_consume(
-                    &queue,
-                    &tag,
+                    queue.clone(),
+                    tag.clone(),
                     BasicConsumeOptions {
                         exclusive: true,
                         ..Default::default()
@@ -596,6 +612,8 @@ pub async fn publish(
         .as_ref()
         .ok_or_else(|| Error::Config("no [amqp] section in the configuration".into()))?;
     let password = password(cfg)?;
+    let exchange = short("amqp.exchange", &acfg.exchange)?;
+    let routing_key = short("amqp.routing_key", &acfg.routing_key)?;
     let work = async {
         let conn = connect(acfg, &password).await?;
         let ch = conn
@@ -606,7 +624,7 @@ pub async fn publish(
             .await
             .map_err(broker(acfg, "enabling publisher confirms"))?;
         ch.exchange_declare(
-            &acfg.exchange,
+            exchange.clone(),
             ExchangeKind::Direct,
             ExchangeDeclareOptions {
                 durable: true,
@@ -617,13 +635,14 @@ pub async fn publish(
         .await
         .map_err(broker(acfg, "declaring the exchange"))?;
         let body = serde_json::json!({"kind": kind, "params": params, "key": key}).to_string();
-        let message_id = key
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let message_id = match key {
+            Some(k) => short("the idempotency key", k)?,
+            None => ShortString::from(uuid::Uuid::new_v4().to_string()),
+        };
         let confirm = ch
             .basic_publish(
-                &acfg.exchange,
-                &acfg.routing_key,
+                exchange,
+                routing_key,
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
@@ -632,14 +651,14 @@ pub async fn publish(
                 BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_content_type(ShortString::from("application/json"))
-                    .with_message_id(ShortString::from(message_id)),
+                    .with_message_id(message_id),
             )
             .await
             .map_err(broker(acfg, "publishing"))?
             .await
             .map_err(broker(acfg, "waiting for the confirm"))?;
-        let _ = ch.close(200, "done").await;
-        let _ = conn.close(200, "done").await;
+        let _ = ch.close(200, ShortString::from("done")).await;
+        let _ = conn.close(200, ShortString::from("done")).await;
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(Error::Unroutable {

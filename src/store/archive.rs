@@ -190,7 +190,10 @@ impl Store {
             "SELECT record_id, seq FROM audit_archive WHERE module = ? AND repo = ? \
              AND record_id IN ({placeholders})"
         );
-        let mut q = sqlx::query(&sql).bind(module).bind(repo);
+        // Dynamic only in the number of `?` placeholders.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(module)
+            .bind(repo);
         for r in records {
             q = q.bind(&r.record_id);
         }
@@ -227,7 +230,8 @@ impl Store {
                job_id, prev_hash, hash) VALUES {}",
             vec![row_sql; fresh.len()].join(", ")
         );
-        let mut q = sqlx::query(&sql);
+        // Dynamic only in the number of placeholder rows.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in &fresh {
             let hash = chain_hash(&prev, module, repo, &r.record_id, now, r.raw);
             q = q

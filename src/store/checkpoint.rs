@@ -109,7 +109,8 @@ async fn write(pool: &SqlitePool, batch: &[Pending]) -> Result<Vec<JobId>, sqlx:
            updated_at = ? \
          FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
     );
-    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    // Dynamic only in the number of placeholder rows.
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
     for p in batch {
         q = q.bind(p.id).bind(p.checkpoint.clone()).bind(p.jid.clone());
     }

@@ -74,7 +74,11 @@ impl Store {
                 let mut tx = self.write_tx().await?;
                 // The time is read once the write lock is held, so a job's start is never
                 // before the end of a job that held its lane.
-                let mut q = sqlx::query(&sql).bind(now_ms()).bind(total as i64);
+                // Dynamic only in numbered placeholders and fixed status literals: kinds and
+                // caps are bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(now_ms())
+                    .bind(total as i64);
                 for (kind, cap) in &limits {
                     q = q.bind(*kind).bind(*cap as i64);
                 }

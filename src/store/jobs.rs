@@ -176,19 +176,23 @@ impl Store {
 
     /// One job.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, Error> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        // A fixed column list; the id is bound.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     /// Jobs, newest first.
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<JobRow>, Error> {
-        let rows = sqlx::query(&format!(
+        // A fixed column list; the filters are bound.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR kind = ?1) \
              AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
-        ))
+        )))
         .bind(&f.kind)
         .bind(&f.status)
         .bind(if f.limit <= 0 { -1 } else { f.limit })

@@ -192,9 +192,10 @@ impl Store {
                    AND j.retry_of IS NULL \
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.retry_of = j.id)";
             // Unqualified columns are the outer `j`'s: `r` lives only in the subquery.
-            let rows = sqlx::query(&format!(
+            // Dynamic only in the fixed column list and filter text: every value is bound.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {JOB_COLUMNS} {matching} ORDER BY j.id LIMIT ?5"
-            ))
+            )))
             .bind(&f.status)
             .bind(&f.kind)
             .bind(f.since)
@@ -202,13 +203,14 @@ impl Store {
             .bind(f.limit.max(0))
             .fetch_all(&mut *tx)
             .await?;
-            let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {matching}"))
-                .bind(&f.status)
-                .bind(&f.kind)
-                .bind(f.since)
-                .bind(&f.schedule)
-                .fetch_one(&mut *tx)
-                .await?;
+            let total: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {matching}")))
+                    .bind(&f.status)
+                    .bind(&f.kind)
+                    .bind(f.since)
+                    .bind(&f.schedule)
+                    .fetch_one(&mut *tx)
+                    .await?;
             let mut out = Replayed::default();
             for row in &rows {
                 let job = job_from_row(row)?;
@@ -282,10 +284,12 @@ async fn get_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     id: JobId,
 ) -> Result<Option<JobRow>, Error> {
-    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
     row.as_ref().map(job_from_row).transpose()
 }
 

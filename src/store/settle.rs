@@ -237,7 +237,8 @@ async fn settle_rows(
            finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = ? \
          FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
     );
-    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    // Dynamic only in the number of placeholder rows.
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
     for ((job, _), p) in items.iter().zip(&plans) {
         q = q
             .bind(job.id)
@@ -274,7 +275,8 @@ async fn settle_rows(
                retry_delay_ms = v.delay \
              FROM v WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
         );
-        let mut q = sqlx::query(&sql);
+        // Dynamic only in the number of placeholder rows.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for ((job, _), p) in attempts {
             q = q
                 .bind(job.id)

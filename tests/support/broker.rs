@@ -53,9 +53,7 @@ pub fn acfg(app: &TestApp) -> AmqpConfig {
 pub async fn connection() -> Connection {
     Connection::connect(
         "amqp://guest:guest@127.0.0.1:5672/%2f",
-        ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio),
+        ConnectionProperties::default(),
     )
     .await
     .expect("RabbitMQ answers on 127.0.0.1:5672")
@@ -82,8 +80,8 @@ pub async fn publish_raw(cfg: &AmqpConfig, messages: &[(Vec<u8>, Option<String>)
         }
         confirms.push(
             ch.basic_publish(
-                &cfg.exchange,
-                &cfg.routing_key,
+                cfg.exchange.as_str().into(),
+                cfg.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 body,
                 props,
@@ -95,7 +93,7 @@ pub async fn publish_raw(cfg: &AmqpConfig, messages: &[(Vec<u8>, Option<String>)
     for c in confirms {
         assert!(c.await.unwrap().is_ack());
     }
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
 }
 
 pub fn job_msg(repo: u32, key: Option<&str>) -> Vec<u8> {
@@ -109,7 +107,7 @@ pub async fn queue_depth(queue: &str) -> u32 {
     let ch = conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
-            queue,
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -118,7 +116,7 @@ pub async fn queue_depth(queue: &str) -> u32 {
         )
         .await
         .unwrap();
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
     q.message_count()
 }
 
@@ -126,14 +124,16 @@ pub async fn cleanup(cfg: &AmqpConfig) {
     let conn = connection().await;
     let ch = conn.create_channel().await.unwrap();
     for q in [&cfg.queue, &cfg.dead_letter_queue, &cfg.leader_queue] {
-        let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for e in [&cfg.exchange, &cfg.dead_letter_exchange] {
         let _ = ch
-            .exchange_delete(e, ExchangeDeleteOptions::default())
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
             .await;
     }
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
 }
 
 pub async fn all_jobs(store: &Store) -> Vec<JobRow> {
