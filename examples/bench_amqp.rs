@@ -1,31 +1,38 @@
-//! AMQP throughput benchmark. In one run on this machine it measures:
+//! AMQP throughput and per-job cost benchmark. In one run on this machine it measures:
 //!
 //! (a) the broker's own rate: a minimal lapin publisher with confirms and a consumer with
 //!     manual acks, N small persistent messages;
 //! (b) the daemon's end-to-end rate: N `remote_mirror` jobs (without following) published to
-//!     its queue, each calling the simulator and recorded `succeeded` with a jid;
+//!     its queue while it consumes, each calling the simulator and recorded `succeeded` with a
+//!     jid: jobs/s, the ratio b/a, p50 and p99 latency from publish to record;
+//! (c) the daemon's CPU per job with the queue preloaded with N jobs and the API answering at
+//!     once, at `engine.concurrency` 8 (the default) and 64;
+//! (d) with the simulator delaying every answer by 100 ms, jobs/s at concurrency 16, 64, 256
+//!     and 1024 (the per-kind cap raised with it), against the bound the latency sets:
+//!     concurrency ÷ (API calls per job × 100 ms);
 //!
-//! and prints jobs/s for both, the ratio b/a, p50 and p99 latency from publish to record, and
-//! the daemon's idle and peak RSS. The daemon runs as its own process (the release binary), so
-//! its RSS is its own.
+//! and the daemon's idle and peak RSS (anonymous and file-backed) and the binary's size. The
+//! daemon runs as its own process (the release binary), so its CPU and RSS are its own.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example bench_amqp -- [N] [normal|full]
+//! cargo build --release && cargo run --release --example bench_amqp -- [N] [normal|full] [--no-latency]
 //! ```
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use codearts_syncd::bench::{percentile, proc_status_kib, release_binary};
-use codearts_syncd::sim::{SimConfig, Simulator};
+use codearts_syncd::config::Config;
+use codearts_syncd::sim::{Route, SimConfig, Simulator};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sqlx::Row;
 
 async fn connection() -> anyhow::Result<Connection> {
@@ -81,7 +88,7 @@ async fn broker_rate(n: usize) -> anyhow::Result<f64> {
     for _ in 0..n {
         confirms.push(
             pch.basic_publish(
-                ShortString::default(),
+                ShortString::from(""),
                 queue.clone(),
                 BasicPublishOptions::default(),
                 body,
@@ -115,36 +122,35 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(20_000);
-    let sync = args.next().unwrap_or_else(|| "full".into());
-    let bin = release_binary()?;
+/// RSS in MB: total, anonymous, file-backed.
+fn rss_mb(pid: u32) -> (f64, f64, f64) {
+    let f = |field| proc_status_kib(&pid.to_string(), field).unwrap_or(0) as f64 / 1024.0;
+    (f("VmRSS:"), f("RssAnon:"), f("RssFile:"))
+}
 
-    println!(
-        "N = {n} messages, store synchronous = {sync}, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    let raw = broker_rate(n).await?;
-    println!("(a) broker alone (publisher confirms + manual acks): {raw:>9.0} msg/s");
+/// One daemon process with its own store, queue and simulator settings.
+struct Daemon {
+    dir: tempfile::TempDir,
+    tag: String,
+    child: std::process::Child,
+    pid: u32,
+}
 
-    let sim = Simulator::new(SimConfig {
-        seed_repos: 1..=(n as u32 + 10),
-        ..SimConfig::default()
-    });
-    let addr = sim.spawn(([127, 0, 0, 1], 0).into()).await?;
-    let dir = tempfile::tempdir()?;
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    std::fs::write(dir.path().join("password"), SimConfig::default().password)?;
-    let config = format!(
-        r#"
+impl Daemon {
+    /// Writes its config (store `sync`, `concurrency`, the remote_mirror cap with it) and, when
+    /// `preload` is given, declares its topology and publishes those jobs before it starts.
+    async fn start(
+        bin: &Path,
+        sim: &str,
+        sync: &str,
+        concurrency: usize,
+        preload: Option<(&Channel, usize)>,
+    ) -> anyhow::Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        std::fs::write(dir.path().join("password"), SimConfig::default().password)?;
+        let config = format!(
+            r#"
 [store]
 path = "jobs.db"
 synchronous = "{sync}"
@@ -152,74 +158,123 @@ synchronous = "{sync}"
 region = "ap-southeast-3"
 iam_project_id = "{project}"
 [cloud.endpoints]
-iam = "http://{addr}"
-repo = "http://{addr}"
+iam = "http://{sim}"
+repo = "http://{sim}"
 [cloud.auth]
 method = "password"
 domain_name = "demo-account"
 user_name = "demo-user"
 password = {{ file = "password" }}
 [engine]
-concurrency = 32
+concurrency = {concurrency}
+[engine.per_kind]
+remote_mirror = {concurrency}
 [amqp]
 exchange = "bench-{tag}-ex"
 queue = "bench-{tag}-q"
 dead_letter_exchange = "bench-{tag}-dlx"
 dead_letter_queue = "bench-{tag}-dead"
 leader_queue = "bench-{tag}-leader"
+prefetch = {prefetch}
 "#,
-        project = SimConfig::default().iam_project_id,
-    );
-    std::fs::write(dir.path().join("config.toml"), config)?;
-    let mut child = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(dir.path().join("config.toml"))
-        .arg("run")
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    let pid = child.id();
-
-    // Wait until the daemon consumes.
-    let conn = connection().await?;
-    let mut ch = conn.create_channel().await?;
-    let queue = ShortString::from(format!("bench-{tag}-q"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = ch
-            .queue_declare(
-                queue.clone(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match q {
-            Ok(q) if q.consumer_count() > 0 => break,
-            Ok(_) => {}
-            // Not declared yet; the failed passive declare closed the channel.
-            Err(_) => ch = conn.create_channel().await?,
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the daemon did not start consuming"
+            project = SimConfig::default().iam_project_id,
+            prefetch = (concurrency * 4).clamp(200, 2000),
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config)?;
+        if let Some((ch, n)) = preload {
+            let cfg = Config::load(&path)?;
+            let acfg = cfg.amqp.as_ref().expect("amqp configured");
+            codearts_syncd::ingress::amqp::declare_topology(ch, acfg).await?;
+            publish(ch, &tag, 0..n).await?;
+        }
+        let child = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        let pid = child.id();
+        Ok(Daemon {
+            dir,
+            tag,
+            child,
+            pid,
+        })
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
-    let cpu_before = cpu_seconds(pid);
 
-    let pch = conn.create_channel().await?;
-    pch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let mut published: HashMap<String, i64> = HashMap::with_capacity(n);
-    let started = Instant::now();
-    let t0 = chrono::Utc::now().timestamp_millis();
-    let mut confirms = Vec::with_capacity(n);
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("jobs.db")
+    }
+
+    /// Waits until the daemon consumes from its queue.
+    async fn wait_consuming(&self, conn: &Connection) -> anyhow::Result<()> {
+        let mut ch = conn.create_channel().await?;
+        let queue = ShortString::from(format!("bench-{}-q", self.tag));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let q = ch
+                .queue_declare(
+                    queue.clone(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match q {
+                Ok(q) if q.consumer_count() > 0 => return Ok(()),
+                Ok(_) => {}
+                // Not declared yet; the failed passive declare closed the channel.
+                Err(_) => ch = conn.create_channel().await?,
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the daemon did not start consuming"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the daemon (SIGTERM) and removes its queues and exchanges.
+    async fn stop(mut self, ch: &Channel) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        self.child.wait()?;
+        let tag = &self.tag;
+        for q in [
+            format!("bench-{tag}-q"),
+            format!("bench-{tag}-dead"),
+            format!("bench-{tag}-leader"),
+        ] {
+            let _ = ch
+                .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in [format!("bench-{tag}-ex"), format!("bench-{tag}-dlx")] {
+            let _ = ch
+                .exchange_delete(ShortString::from(e), ExchangeDeleteOptions::default())
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes one `remote_mirror` job (no following) per index, repository `i + 1`, key `b{i}`,
+/// with confirms; returns when the broker confirmed them all.
+async fn publish(
+    ch: &Channel,
+    tag: &str,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<HashMap<String, i64>> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let exchange = ShortString::from(format!("bench-{tag}-ex"));
     let routing_key = ShortString::from("jobs");
-    for i in 0..n {
+    let mut published = HashMap::with_capacity(range.len());
+    let mut confirms = Vec::with_capacity(range.len());
+    for i in range {
         let key = format!("b{i}");
         let body = format!(
             r#"{{"kind":"remote_mirror","params":{{"repository_id":{},"follow":false}},"key":"{key}"}}"#,
@@ -227,7 +282,7 @@ leader_queue = "bench-{tag}-leader"
         );
         published.insert(key, chrono::Utc::now().timestamp_millis());
         confirms.push(
-            pch.basic_publish(
+            ch.basic_publish(
                 exchange.clone(),
                 routing_key.clone(),
                 BasicPublishOptions::default(),
@@ -242,38 +297,157 @@ leader_queue = "bench-{tag}-leader"
     for c in confirms {
         c.await?;
     }
-    let publish_s = started.elapsed().as_secs_f64();
+    Ok(published)
+}
 
+/// Polls the store until `n` jobs succeeded with a jid. Returns the CPU the daemon had used
+/// when the first job was recorded and the count then, and its peak RSS seen.
+async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
     let db = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(dir.path().join("jobs.db"))
+                .filename(d.db())
                 .read_only(true),
         )
         .await?;
-    let mut peak_rss = 0;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(f64, usize)> = None;
+    let mut peak = 0.0f64;
+    let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        peak_rss = peak_rss.max(proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0));
+        peak = peak.max(rss_mb(d.pid).0);
+        let cpu = cpu_seconds(d.pid);
         let done: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded' AND jid IS NOT NULL",
         )
         .fetch_one(&db)
-        .await?;
+        .await
+        .unwrap_or(0);
+        if done > 0 && first.is_none() {
+            first = Some((cpu, done as usize));
+        }
         if done as usize >= n {
-            break;
+            db.close().await;
+            let (c, k) = first.unwrap_or((cpu, 0));
+            return Ok((c, k, peak));
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {done} of {n} jobs done after 600 s"
+            "only {done} of {n} jobs done after 900 s"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What one preloaded run measured.
+struct Preloaded {
+    jobs_per_s: f64,
+    cpu_us_per_job: f64,
+    api_calls_per_job: f64,
+}
+
+/// (c)/(d): N jobs preloaded, then the daemon started with `concurrency`; timed from the first
+/// job recorded to the last.
+async fn preloaded(
+    bin: &Path,
+    sim: &Simulator,
+    addr: &str,
+    conn: &Connection,
+    sync: &str,
+    concurrency: usize,
+    n: usize,
+) -> anyhow::Result<Preloaded> {
+    let ch = conn.create_channel().await?;
+    let calls_before = sim.count(Route::MirrorShow) + sim.count(Route::MirrorStart);
+    let d = Daemon::start(bin, addr, sync, concurrency, Some((&ch, n))).await?;
+    let started = Instant::now();
+    let (cpu_first, done_first, _) = wait_done(&d, n).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_end = cpu_seconds(d.pid);
+    let calls = sim.count(Route::MirrorShow) + sim.count(Route::MirrorStart) - calls_before;
+    // Rate over the jobs after the first one recorded, so start-up is not counted.
+    let rest = (n - done_first).max(1);
+    let first_at = {
+        let db = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(d.db())
+                    .read_only(true),
+            )
+            .await?;
+        let r = sqlx::query("SELECT MIN(finished_at) AS a, MAX(finished_at) AS b FROM jobs")
+            .fetch_one(&db)
+            .await?;
+        let (a, b): (i64, i64) = (r.try_get("a")?, r.try_get("b")?);
+        db.close().await;
+        ((b - a) as f64 / 1000.0).max(wall.min(0.001))
+    };
+    d.stop(&ch).await?;
+    Ok(Preloaded {
+        jobs_per_s: (n - 1) as f64 / first_at,
+        cpu_us_per_job: (cpu_end - cpu_first) / rest as f64 * 1e6,
+        api_calls_per_job: calls as f64 / n as f64,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let latency_mode = !args.iter().any(|a| a == "--no-latency");
+    let mut positional = args.iter().filter(|a| !a.starts_with("--"));
+    let n: usize = positional
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20_000);
+    let sync = positional.next().cloned().unwrap_or_else(|| "full".into());
+    let bin = release_binary()?;
+
+    println!(
+        "N = {n} messages, store synchronous = {sync}, {} cores; binary {:.1} MB",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        std::fs::metadata(&bin)?.len() as f64 / 1e6
+    );
+    let raw = broker_rate(n).await?;
+    println!("(a) broker alone (publisher confirms + manual acks): {raw:>9.0} msg/s");
+
+    let sim = Simulator::new(SimConfig {
+        seed_repos: 1..=(n as u32 + 10),
+        ..SimConfig::default()
+    });
+    let addr = sim.spawn(([127, 0, 0, 1], 0).into()).await?.to_string();
+    let conn = connection().await?;
+    let ch = conn.create_channel().await?;
+
+    // (b) end to end, publishing while the daemon consumes.
+    let d = Daemon::start(&bin, &addr, &sync, 32, None).await?;
+    d.wait_consuming(&conn).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_mb(d.pid);
+    let cpu_before = cpu_seconds(d.pid);
+    let pch = conn.create_channel().await?;
+    let started = Instant::now();
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let published = publish(&pch, &d.tag, 0..n).await?;
+    let publish_s = started.elapsed().as_secs_f64();
+    let (_, _, peak_seen) = wait_done(&d, n).await?;
+    let cpu_used = cpu_seconds(d.pid) - cpu_before;
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(d.db())
+                .read_only(true),
+        )
+        .await?;
     let rows =
         sqlx::query("SELECT idempotency_key, finished_at FROM jobs WHERE status = 'succeeded'")
             .fetch_all(&db)
             .await?;
+    db.close().await;
     let mut latencies = Vec::with_capacity(n);
     let mut last = t0;
     for r in rows {
@@ -286,35 +460,17 @@ leader_queue = "bench-{tag}-leader"
     }
     latencies.sort_unstable();
     let e2e = n as f64 / ((last - t0) as f64 / 1000.0);
-    let peak_hwm = proc_status_kib(&pid.to_string(), "VmHWM:").unwrap_or(0);
-    let cpu_used = cpu_seconds(pid) - cpu_before;
+    let hwm = proc_status_kib(&d.pid.to_string(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_after = proc_status_kib(&pid.to_string(), "VmRSS:").unwrap_or(0);
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    child.wait()?;
-    for q in [
-        format!("bench-{tag}-q"),
-        format!("bench-{tag}-dead"),
-        format!("bench-{tag}-leader"),
-    ] {
-        let _ = pch
-            .queue_delete(q.into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in [format!("bench-{tag}-ex"), format!("bench-{tag}-dlx")] {
-        let _ = pch
-            .exchange_delete(e.into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, ShortString::from("done")).await;
+    let idle_after = rss_mb(d.pid);
+    d.stop(&ch).await?;
 
     println!("(b) daemon end to end (publish → recorded succeeded with jid): {e2e:>9.0} jobs/s (publishing took {publish_s:.1} s)");
     println!("    ratio b/a: {:.2}", e2e / raw);
     println!(
-        "    daemon CPU: {cpu_used:.1} s for {n} jobs over {:.1} s wall",
-        (last - t0) as f64 / 1000.0
+        "    daemon CPU: {cpu_used:.1} s for {n} jobs over {:.1} s wall ({:.0} µs/job)",
+        (last - t0) as f64 / 1000.0,
+        cpu_used / n as f64 * 1e6
     );
     println!(
         "    latency publish → record: p50 {} ms, p99 {} ms",
@@ -322,10 +478,43 @@ leader_queue = "bench-{tag}-leader"
         percentile(&latencies, 0.99)
     );
     println!(
-        "    daemon RSS: idle {:.1} MB before, {:.1} MB after; peak {:.1} MB",
-        idle_rss as f64 / 1024.0,
-        idle_after as f64 / 1024.0,
-        peak_hwm.max(peak_rss) as f64 / 1024.0
+        "    daemon RSS: idle {:.1} MB (anonymous {:.1}, file-backed {:.1}); after the run {:.1} MB (anonymous {:.1}); peak {:.1} MB",
+        idle.0,
+        idle.1,
+        idle.2,
+        idle_after.0,
+        idle_after.1,
+        hwm.max(peak_seen)
     );
+
+    // (c) CPU per job, queue preloaded, at two concurrencies.
+    for c in [8, 64] {
+        let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, n).await?;
+        println!(
+            "(c) preloaded, concurrency {c:>4}: {:>7.0} jobs/s, daemon CPU {:>5.0} µs/job",
+            r.jobs_per_s, r.cpu_us_per_job
+        );
+    }
+
+    // (d) under API latency.
+    if latency_mode {
+        let latency = Duration::from_millis(100);
+        sim.set_latency(latency);
+        for c in [16, 64, 256, 1024] {
+            let jobs = (c * 8).max(2000).min(n.max(2000));
+            let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, jobs).await?;
+            let bound = c as f64 / (r.api_calls_per_job * latency.as_secs_f64());
+            println!(
+                "(d) API latency 100 ms, concurrency {c:>4}: {:>7.0} jobs/s ({jobs} jobs, {:.1} API calls/job; bound {:.0} jobs/s, reached {:.0} %), CPU {:.0} µs/job",
+                r.jobs_per_s,
+                r.api_calls_per_job,
+                bound,
+                100.0 * r.jobs_per_s / bound,
+                r.cpu_us_per_job
+            );
+        }
+        sim.set_latency(Duration::ZERO);
+    }
+    let _ = conn.close(200, ShortString::from("done")).await;
     Ok(())
 }

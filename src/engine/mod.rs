@@ -175,6 +175,10 @@ impl Engine {
                 MAX_STORE_PAUSE
             } else if claimed {
                 Duration::ZERO
+            } else if !tasks.is_empty() && free < min_batch {
+                // Nothing is claimed before a running job ends, which wakes the loop: asking
+                // the store when the next job is due would be a query per finished job.
+                self.cfg.poll_interval
             } else {
                 self.until_next_due().await
             };

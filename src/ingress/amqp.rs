@@ -501,15 +501,22 @@ impl Session<'_> {
                 return Err(BatchError::Store);
             }
         };
+        let (mut stored, mut duplicate, mut rejected) = (0, 0, 0);
         for r in &results {
-            count_deliveries(
-                match r {
-                    Submitted::Rejected { .. } => "rejected",
-                    Submitted::Duplicate(_) => "duplicate",
-                    _ => "stored",
-                },
-                1,
-            );
+            match r {
+                Submitted::Rejected { .. } => rejected += 1,
+                Submitted::Duplicate(_) => duplicate += 1,
+                _ => stored += 1,
+            }
+        }
+        for (outcome, n) in [
+            ("stored", stored),
+            ("duplicate", duplicate),
+            ("rejected", rejected),
+        ] {
+            if n > 0 {
+                count_deliveries(outcome, n);
+            }
         }
         let any_rejected = results
             .iter()

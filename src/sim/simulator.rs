@@ -88,6 +88,11 @@ impl Simulator {
         self.state.set_repo(id, behaviour);
     }
 
+    /// Every API answer waits this long from now on (see [`super::SimConfig::latency`]).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.state.set_latency(latency);
+    }
+
     /// Repository `id` no longer exists (404 `CH.004404`).
     pub fn remove_repo(&self, id: u32) {
         self.state.remove_repo(id);

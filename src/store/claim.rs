@@ -71,7 +71,7 @@ impl Store {
         );
         let rows = self.observe(
             async {
-                let mut tx = self.write_tx().await?;
+                let mut tx = self.claim_tx().await?;
                 // The time is read once the write lock is held, so a job's start is never
                 // before the end of a job that held its lane.
                 // Dynamic only in numbered placeholders and fixed status literals: kinds and
