@@ -303,14 +303,23 @@ async fn publish(
 /// Polls the store until `n` jobs succeeded with a jid. Returns the CPU the daemon had used
 /// when the first job was recorded and the count then, and its peak RSS seen.
 async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(d.db())
-                .read_only(true),
-        )
-        .await?;
+    // The daemon creates its store as it starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let db = loop {
+        let opened = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(d.db())
+                    .read_only(true),
+            )
+            .await;
+        match opened {
+            Ok(db) => break db,
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     let mut first: Option<(f64, usize)> = None;
     let mut peak = 0.0f64;
     let deadline = Instant::now() + Duration::from_secs(900);

@@ -100,6 +100,7 @@ pub(super) async fn show(cfg: &Config, args: ShowArgs) -> anyhow::Result<u8> {
     if let Some(schedule) = &view.schedule {
         match &view.slot {
             Some(slot) => println!("  schedule    {schedule}, slot {slot}"),
+            None if view.retry_of.is_some() => println!("  schedule    {schedule}"),
             None => println!("  schedule    {schedule}, fired by hand"),
         }
     }

@@ -331,6 +331,12 @@ impl Config {
             if a.batch_max == 0 {
                 return Err(Error::invalid("amqp.batch_max", "must be at least 1"));
             }
+            if !(4096..=131_072).contains(&a.frame_max) {
+                return Err(Error::invalid(
+                    "amqp.frame_max",
+                    format!("{} is outside 4096..=131072", a.frame_max),
+                ));
+            }
             if a.reconnect_initial > a.reconnect_max {
                 return Err(Error::invalid(
                     "amqp.reconnect_initial",

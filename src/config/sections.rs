@@ -302,6 +302,10 @@ pub struct AmqpConfig {
     pub prefetch: u16,
     /// Larger messages are rejected.
     pub max_message_bytes: usize,
+    /// The largest AMQP frame this side asks for (4096..=131072; the broker may lower it). A
+    /// message larger than a frame travels in several; the connection's buffers are 32 frames
+    /// each way, so this bounds their memory (16 KiB: 1 MiB in all).
+    pub frame_max: u32,
     /// Deliveries gathered into one store transaction at most, and how long to gather.
     pub batch_max: usize,
     #[serde(with = "humantime_serde")]
@@ -334,6 +338,7 @@ impl Default for AmqpConfig {
             leader_queue: "codearts-syncd.leader".into(),
             prefetch: 256,
             max_message_bytes: 64 * 1024,
+            frame_max: 16 * 1024,
             batch_max: 256,
             batch_wait: Duration::from_millis(5),
             reconnect_initial: Duration::from_millis(200),

@@ -72,6 +72,10 @@ fn urls(cfg: &AmqpConfig, password: &SecretString) -> Result<(SecretString, Stri
     let mut u = url::Url::parse(&cfg.url)
         .map_err(|e| Error::Config(format!("amqp.url {:?}: {e}", cfg.url)))?;
     let shown = u.to_string();
+    if !u.query_pairs().any(|(k, _)| k == "frame_max") {
+        u.query_pairs_mut()
+            .append_pair("frame_max", &cfg.frame_max.to_string());
+    }
     u.set_username(&cfg.username)
         .and_then(|_| u.set_password(Some(password.expose_secret())))
         .map_err(|_| Error::Config(format!("amqp.url {:?} cannot carry credentials", cfg.url)))?;

@@ -1,18 +1,28 @@
-//! Claiming: workers take due jobs, most overdue first, with a per-kind limit, in one
-//! `UPDATE … RETURNING` statement, so two claimers never take the same job. Also when the next
-//! waiting job is due, so an idle worker knows how long to sleep.
+//! Claiming: workers take due jobs, most overdue first, with a per-kind limit, in one write
+//! transaction ending in a guarded `UPDATE … RETURNING`, so two claimers never take the same
+//! job. Also when the next waiting job is due, so an idle worker knows how long to sleep.
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
 use super::{Error, JobRow, Store};
 use crate::now_ms;
 
-/// A queued job starts only when its lane is free: no job of its lane is `running` or
-/// `following`, and no older job of its lane is queued (so one claim takes at most one job of
-/// a lane, and a lane's jobs start in the order they arrived). A following job is always
-/// claimable: its remote work has started, and its polls must go on.
-const LANE_FREE: &str = " AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
-     WHERE b.lane = j.lane AND b.id <> j.id \
-       AND (b.status IN ('running', 'following') OR (b.status = 'queued' AND b.id < j.id))))";
+/// The due queued jobs of one kind (`?1`) whose lane is free, most overdue first, at most
+/// `?3`: no job of its lane is `running` or `following`, and no older job of its lane is
+/// queued (so one claim takes at most one job of a lane, and a lane's jobs start in the order
+/// they arrived). An index range scan on (kind, status, next_run_at): a few rows read, however
+/// long the queue.
+const QUEUED: &str = "SELECT next_run_at, id FROM jobs j \
+     WHERE kind = ?1 AND status = 'queued' AND next_run_at <= ?2 \
+       AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
+         WHERE b.lane = j.lane AND b.id <> j.id \
+           AND (b.status IN ('running', 'following') OR (b.status = 'queued' AND b.id < j.id)))) \
+     ORDER BY next_run_at, id LIMIT ?3";
+
+/// The due following jobs of one kind: always claimable (their remote work has started, and
+/// their polls must go on).
+const FOLLOWING: &str = "SELECT next_run_at, id FROM jobs \
+     WHERE kind = ?1 AND status = 'following' AND next_run_at <= ?2 \
+     ORDER BY next_run_at, id LIMIT ?3";
 
 impl Store {
     /// Claims the most overdue job of one of `kinds` (see [`Store::claim_batch`]).
@@ -26,10 +36,14 @@ impl Store {
     }
 
     /// Claims due jobs, most overdue first: at most `total`, and at most `limit` of each
-    /// `(kind, limit)`, moving them to `running`, in one statement; a queued job only when its
-    /// lane is free (see [`LANE_FREE`]). A claim from `queued` starts a
-    /// new attempt (counted; its attempt row is opened by a trigger); a claim from `following` is
-    /// a poll. Being one `UPDATE … RETURNING`, two claimers never take the same job.
+    /// `(kind, limit)`, moving them to `running`; a queued job only when its lane is free
+    /// (see [`QUEUED`]). A claim from `queued` starts a new attempt (counted; its attempt row
+    /// is opened by a trigger); a claim from `following` is a poll.
+    ///
+    /// One write transaction: each kind's candidates come from two small index scans, the
+    /// overall order and limit are applied here, and one guarded `UPDATE … RETURNING` moves
+    /// them (only rows still `queued` or `following`). The write lock is held throughout, so
+    /// two claimers never take the same job.
     pub async fn claim_batch_limited(
         &self,
         limits: &[(&str, usize)],
@@ -39,33 +53,11 @@ impl Store {
         if limits.is_empty() || total == 0 {
             return Ok(Vec::new());
         }
-        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
-        // Each kind's candidates come from index range scans on (kind, status, next_run_at)
-        // capped at its limit, so a claim reads a few rows however long the queue is.
-        let per_kind = (0..limits.len())
-            .map(|i| {
-                let (k, cap) = (3 + 2 * i, 4 + 2 * i);
-                let scan = |status: &str, extra: &str| {
-                    format!(
-                        "SELECT * FROM (SELECT id, next_run_at FROM jobs j \
-                         WHERE kind = ?{k} AND status = '{status}' AND next_run_at <= ?1{extra} \
-                         ORDER BY next_run_at, id LIMIT ?{cap})"
-                    )
-                };
-                format!(
-                    "SELECT * FROM (SELECT id, next_run_at FROM ({} UNION ALL {}) \
-                     ORDER BY next_run_at, id LIMIT ?{cap})",
-                    scan("queued", LANE_FREE),
-                    scan("following", "")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let sql = format!(
+        let update = format!(
             "UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \
                started_at = COALESCE(started_at, ?1), updated_at = ?1 \
-             WHERE id IN (SELECT id FROM ({per_kind}) ORDER BY next_run_at, id LIMIT ?2) \
+             WHERE id IN (SELECT value FROM json_each(?2)) \
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
@@ -74,15 +66,39 @@ impl Store {
                 let mut tx = self.claim_tx().await?;
                 // The time is read once the write lock is held, so a job's start is never
                 // before the end of a job that held its lane.
-                // Dynamic only in numbered placeholders and fixed status literals: kinds and
-                // caps are bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                    .bind(now_ms())
-                    .bind(total as i64);
+                let now = now_ms();
+                let mut picked: Vec<(i64, i64)> = Vec::new();
                 for (kind, cap) in &limits {
-                    q = q.bind(*kind).bind(*cap as i64);
+                    let mut due: Vec<(i64, i64)> = Vec::new();
+                    for scan in [QUEUED, FOLLOWING] {
+                        due.extend(
+                            sqlx::query_as::<_, (i64, i64)>(scan)
+                                .bind(*kind)
+                                .bind(now)
+                                .bind(*cap as i64)
+                                .fetch_all(&mut *tx)
+                                .await?,
+                        );
+                    }
+                    due.sort_unstable();
+                    due.truncate(*cap);
+                    picked.extend(due);
                 }
-                let rows = q.fetch_all(&mut *tx).await?;
+                picked.sort_unstable();
+                picked.truncate(total);
+                if picked.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(Vec::new());
+                }
+                let ids =
+                    serde_json::to_string(&picked.iter().map(|(_, id)| *id).collect::<Vec<_>>())
+                        .unwrap_or_else(|_| "[]".into());
+                // Dynamic only in the fixed column list: the time and the ids are bound.
+                let rows = sqlx::query(sqlx::AssertSqlSafe(update))
+                    .bind(now)
+                    .bind(ids)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(rows)
             }
