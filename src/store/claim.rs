@@ -6,23 +6,31 @@ use super::jobs::{job_from_row, JOB_COLUMNS};
 use super::{Error, JobRow, Store};
 use crate::now_ms;
 
-/// The due queued jobs of one kind (`?1`) whose lane is free, most overdue first, at most
-/// `?3`: no job of its lane is `running` or `following`, and no older job of its lane is
-/// queued (so one claim takes at most one job of a lane, and a lane's jobs start in the order
-/// they arrived). An index range scan on (kind, status, next_run_at): a few rows read, however
-/// long the queue.
-const QUEUED: &str = "SELECT next_run_at, id FROM jobs j \
-     WHERE kind = ?1 AND status = 'queued' AND next_run_at <= ?2 \
-       AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
-         WHERE b.lane = j.lane AND b.id <> j.id \
-           AND (b.status IN ('running', 'following') OR (b.status = 'queued' AND b.id < j.id)))) \
-     ORDER BY next_run_at, id LIMIT ?3";
+/// One kind's due queued jobs whose lane is free, most overdue first, at most `cap`: no job
+/// of its lane is `running` or `following`, and no older job of its lane is queued (so one
+/// claim takes at most one job of a lane, and a lane's jobs start in the order they arrived).
+/// `?{k}` is the kind, `?{cap}` its cap, `?1` now. An index range scan on (kind, status,
+/// next_run_at): a few rows read, however long the queue.
+fn queued(k: usize, cap: usize) -> String {
+    format!(
+        "SELECT * FROM (SELECT next_run_at, id, kind FROM jobs j \
+         WHERE kind = ?{k} AND status = 'queued' AND next_run_at <= ?1 \
+           AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
+             WHERE b.lane = j.lane AND b.id <> j.id AND (b.status IN ('running', 'following') \
+               OR (b.status = 'queued' AND b.id < j.id)))) \
+         ORDER BY next_run_at, id LIMIT ?{cap})"
+    )
+}
 
-/// The due following jobs of one kind: always claimable (their remote work has started, and
-/// their polls must go on).
-const FOLLOWING: &str = "SELECT next_run_at, id FROM jobs \
-     WHERE kind = ?1 AND status = 'following' AND next_run_at <= ?2 \
-     ORDER BY next_run_at, id LIMIT ?3";
+/// One kind's due following jobs: always claimable (their remote work has started, and their
+/// polls must go on).
+fn following(k: usize, cap: usize) -> String {
+    format!(
+        "SELECT * FROM (SELECT next_run_at, id, kind FROM jobs \
+         WHERE kind = ?{k} AND status = 'following' AND next_run_at <= ?1 \
+         ORDER BY next_run_at, id LIMIT ?{cap})"
+    )
+}
 
 impl Store {
     /// Claims the most overdue job of one of `kinds` (see [`Store::claim_batch`]).
@@ -37,13 +45,13 @@ impl Store {
 
     /// Claims due jobs, most overdue first: at most `total`, and at most `limit` of each
     /// `(kind, limit)`, moving them to `running`; a queued job only when its lane is free
-    /// (see [`QUEUED`]). A claim from `queued` starts a new attempt (counted; its attempt row
+    /// (see [`queued`]). A claim from `queued` starts a new attempt (counted; its attempt row
     /// is opened by a trigger); a claim from `following` is a poll.
     ///
-    /// One write transaction: each kind's candidates come from two small index scans, the
-    /// overall order and limit are applied here, and one guarded `UPDATE … RETURNING` moves
-    /// them (only rows still `queued` or `following`). The write lock is held throughout, so
-    /// two claimers never take the same job.
+    /// One write transaction with two statements: every kind's candidates from small index
+    /// scans (see [`queued`]), then, with the overall order and limits applied here, one guarded
+    /// `UPDATE … RETURNING` that moves them (only rows still `queued` or `following`). The
+    /// write lock is held throughout, so two claimers never take the same job.
     pub async fn claim_batch_limited(
         &self,
         limits: &[(&str, usize)],
@@ -53,6 +61,14 @@ impl Store {
         if limits.is_empty() || total == 0 {
             return Ok(Vec::new());
         }
+        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
+        let candidates = (0..limits.len())
+            .flat_map(|i| {
+                let (k, cap) = (2 + 2 * i, 3 + 2 * i);
+                [queued(k, cap), following(k, cap)]
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
         let update = format!(
             "UPDATE jobs SET status = 'running', claimed_from = status, \
                attempts = attempts + (status = 'queued'), \
@@ -67,25 +83,30 @@ impl Store {
                 // The time is read once the write lock is held, so a job's start is never
                 // before the end of a job that held its lane.
                 let now = now_ms();
-                let mut picked: Vec<(i64, i64)> = Vec::new();
+                // Every kind's candidates in one statement. No ORDER BY over the whole
+                // compound: SQLite would then sort each kind's whole queue. The overall order
+                // and the caps are applied here instead.
+                let mut q = sqlx::query_as::<_, (i64, i64, String)>(sqlx::AssertSqlSafe(
+                    candidates.as_str(),
+                ))
+                .bind(now);
                 for (kind, cap) in &limits {
-                    let mut due: Vec<(i64, i64)> = Vec::new();
-                    for scan in [QUEUED, FOLLOWING] {
-                        due.extend(
-                            sqlx::query_as::<_, (i64, i64)>(scan)
-                                .bind(*kind)
-                                .bind(now)
-                                .bind(*cap as i64)
-                                .fetch_all(&mut *tx)
-                                .await?,
-                        );
-                    }
-                    due.sort_unstable();
-                    due.truncate(*cap);
-                    picked.extend(due);
+                    q = q.bind(*kind).bind(*cap as i64);
                 }
-                picked.sort_unstable();
-                picked.truncate(total);
+                let mut due = q.fetch_all(&mut *tx).await?;
+                due.sort_unstable();
+                let mut left: std::collections::HashMap<&str, usize> =
+                    limits.iter().map(|(k, c)| (*k, *c)).collect();
+                let mut picked: Vec<(i64, i64)> = Vec::new();
+                for (at, id, kind) in &due {
+                    if picked.len() == total {
+                        break;
+                    }
+                    if let Some(n) = left.get_mut(kind.as_str()).filter(|n| **n > 0) {
+                        *n -= 1;
+                        picked.push((*at, *id));
+                    }
+                }
                 if picked.is_empty() {
                     tx.rollback().await?;
                     return Ok(Vec::new());
