@@ -1,7 +1,8 @@
-//! `bench audit`: how fast an `audit_mirror` job archives a large audit log. Starts the bundled
-//! simulator with one repository holding `records` audit records, a fresh store in a temporary
-//! directory, and the daemon; runs one job that walks the whole log; prints records per second
-//! and the process's peak resident memory (VmHWM from /proc/self/status).
+//! `bench audit`: how fast an `audit_mirror` job archives large audit logs. Starts the bundled
+//! simulator with `repos` repositories holding `records` audit records each (answering every
+//! call after `latency`, as a real cloud would), a fresh store in a temporary directory, and the
+//! daemon; runs one job that walks every log to its end; prints records per second and the
+//! process's peak resident memory (VmHWM from /proc/self/status).
 //!
 //! The simulator runs in the same process and computes records from their position, so its
 //! memory does not grow with the log; peak RSS therefore shows what the walk itself holds. Run
@@ -23,7 +24,12 @@ use crate::Source;
 /// What one benchmark run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditBench {
+    /// Records archived, over all repositories.
     pub records: u64,
+    pub repos: usize,
+    pub latency_ms: u64,
+    pub parallel_streams: u32,
+    pub prefetch_pages: u32,
     pub page_size: u32,
     pub pages: u64,
     pub seconds: f64,
@@ -69,12 +75,37 @@ pub fn release_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// Mirrors `records` audit records from a fresh simulator into a fresh archive.
-pub async fn audit(records: u64, page_size: u32) -> anyhow::Result<AuditBench> {
+/// How a `bench audit` run is set up.
+#[derive(Debug, Clone)]
+pub struct AuditSetup {
+    /// Audit records in each repository's log.
+    pub records: u64,
+    pub repos: usize,
+    pub page_size: u32,
+    /// The simulator's delay before every answer.
+    pub latency: Duration,
+    /// The job's `parallel_streams` and `prefetch_pages` (the job's defaults when `None`).
+    pub parallel_streams: Option<u32>,
+    pub prefetch_pages: Option<u32>,
+}
+
+/// Mirrors `repos` logs of `records` audit records each from a fresh simulator into a fresh
+/// archive.
+pub async fn audit(setup: AuditSetup) -> anyhow::Result<AuditBench> {
+    let AuditSetup {
+        records,
+        repos,
+        page_size,
+        latency,
+        parallel_streams,
+        prefetch_pages,
+    } = setup;
     let sim_cfg = SimConfig {
-        artifact_repos: 1,
+        artifact_repos: repos,
         trashed_repos: 0,
         audit_records: records,
+        audit_records_per_repo: Some(records),
+        latency,
         ..SimConfig::default()
     };
     let sim = Simulator::new(sim_cfg.clone());
@@ -95,15 +126,25 @@ pub async fn audit(records: u64, page_size: u32) -> anyhow::Result<AuditBench> {
     cfg.http.request_timeout = Duration::from_secs(60);
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.store).await?;
-    let repo = sim
-        .artifact_repo_ids()
-        .into_iter()
-        .next()
-        .context("the simulator has no repository")?;
-
+    let repo_ids = sim.artifact_repo_ids();
+    anyhow::ensure!(
+        repo_ids.len() == repos,
+        "the simulator has {} repositories, expected {repos}",
+        repo_ids.len()
+    );
+    let parallel_streams =
+        parallel_streams.unwrap_or(crate::jobs::audit_mirror::DEFAULT_PARALLEL_STREAMS);
+    let prefetch_pages =
+        prefetch_pages.unwrap_or(crate::jobs::audit_mirror::DEFAULT_PREFETCH_PAGES);
     let sub = Submission {
         kind: "audit_mirror".into(),
-        params: json!({"repos": [repo], "page_size": page_size, "full": true}),
+        params: json!({
+            "repos": repo_ids,
+            "page_size": page_size,
+            "full": true,
+            "parallel_streams": parallel_streams,
+            "prefetch_pages": prefetch_pages,
+        }),
         source: Source::Cli,
         key: None,
         schedule: None,
@@ -140,6 +181,7 @@ pub async fn audit(records: u64, page_size: u32) -> anyhow::Result<AuditBench> {
     }
     let result = job.result.unwrap_or_default();
     let archived = result["records_archived"].as_u64().unwrap_or(0);
+    let records = records * repos as u64;
     if archived != records {
         anyhow::bail!("archived {archived} records, expected {records}");
     }
@@ -153,6 +195,10 @@ pub async fn audit(records: u64, page_size: u32) -> anyhow::Result<AuditBench> {
     sim.shutdown();
     Ok(AuditBench {
         records,
+        repos,
+        latency_ms: latency.as_millis() as u64,
+        parallel_streams,
+        prefetch_pages,
         page_size,
         pages: result["pages_fetched"].as_u64().unwrap_or(0),
         seconds,

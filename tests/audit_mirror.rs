@@ -1,5 +1,6 @@
-//! `audit_mirror` end to end: a complete, duplicate-free archive while records arrive mid-walk,
-//! incremental runs, resuming after a crash, tamper evidence (`audit verify`), `audit export`,
+//! `audit_mirror` end to end: a complete, duplicate-free archive while records arrive mid-walk
+//! (one stream, and several walked in parallel with pages fetched ahead), incremental runs,
+//! resuming after a crash, tamper evidence (`audit verify`), `audit export`,
 //! and transient failures.
 
 mod support;
@@ -357,6 +358,9 @@ async fn bad_audit_parameters_are_rejected_naming_them() {
         (json!({"module": "files"}), "module"),
         (json!({"page_size": 0}), "page_size"),
         (json!({"repos": []}), "repos"),
+        (json!({"parallel_streams": 0}), "parallel_streams"),
+        (json!({"parallel_streams": 33}), "parallel_streams"),
+        (json!({"prefetch_pages": 17}), "prefetch_pages"),
         (json!({"since": "2024-01-01"}), "unknown parameter"),
     ] {
         match app.submit_raw("audit_mirror", params.clone(), None).await {
@@ -366,4 +370,143 @@ async fn bad_audit_parameters_are_rejected_naming_them() {
             other => panic!("{params} was not rejected: {other:?}"),
         }
     }
+}
+
+/// Appends audit records through the simulator's control route, now or once `after_pages`
+/// pages of the log have been answered.
+async fn append_via_control(app: &TestApp, repo: &str, count: u64, after_pages: Option<u64>) {
+    let mut body = json!({"count": count});
+    if let Some(k) = after_pages {
+        body["after_pages"] = json!(k);
+    }
+    let status = reqwest::Client::new()
+        .post(format!("{}/__sim/audit/file/{repo}", app.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("control route answers")
+        .status();
+    assert!(status.is_success(), "append to {repo}: {status}");
+}
+
+#[tokio::test]
+async fn a_parallel_fetch_ahead_walk_stays_complete_while_several_streams_grow() {
+    let mut app = spawn_app_with(
+        SimConfig {
+            artifact_repos: 5,
+            audit_records_per_repo: Some(600),
+            ..SimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let ids = app.sim.artifact_repo_ids();
+    assert_eq!(ids.len(), 5);
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    // Stream a: page 1 is fetched alone, then pages 2..=5 together; page 2 is held back, so
+    // pages 3, 4 and 5 are answered first, and 7 records arrive just before page 2 is answered.
+    // Page 3's answer is then older than page 2's: taken as it is, it would leave those 7
+    // positions unread.
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        target_contains: Some(format!("/{a}/audit?page_num=2&")),
+        delay_ms: Some(500),
+        times: 1,
+        ..Fault::default()
+    });
+    append_via_control(&app, a, 7, Some(4)).await;
+    // Other streams grow at several points of their walks, in bursts of up to more than a page.
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        target_contains: Some(format!("/{b}/audit?page_num=6&")),
+        delay_ms: Some(200),
+        times: 1,
+        ..Fault::default()
+    });
+    for (repo, after, count) in [
+        (b, 3, 20),
+        (b, 5, 4),
+        (b, 20, 35),
+        (b, 50, 3),
+        (c, 1, 100),
+        (c, 40, 11),
+        (d, 10, 9),
+    ] {
+        append_via_control(&app, repo, count, Some(after)).await;
+    }
+    let id = app
+        .submit(
+            "audit_mirror",
+            json!({"page_size": 10, "parallel_streams": 3, "prefetch_pages": 4}),
+        )
+        .await;
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let r = job.result.unwrap();
+    let mut total = 0;
+    for repo in &ids {
+        total += assert_archive_equals_log(&app, repo).await;
+    }
+    assert_eq!(total, 5 * 600 + 7 + 20 + 4 + 35 + 3 + 100 + 11 + 9);
+    assert_eq!(r["records_archived"], total);
+    assert_eq!(r["streams"], 5);
+    let v = app.store.verify_audit().await.unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!(v.records as usize, total);
+    assert!(app.cli(&["audit", "verify"]).status.success());
+}
+
+#[tokio::test]
+async fn a_parallel_walk_resumes_every_stream_after_a_crash() {
+    let mut app = spawn_app_with(
+        SimConfig {
+            artifact_repos: 4,
+            audit_records_per_repo: Some(3000),
+            ..SimConfig::default()
+        },
+        "",
+    )
+    .await;
+    let ids = app.sim.artifact_repo_ids();
+    // Slow pages so the crash lands mid-walk of every stream.
+    app.sim.inject(Fault {
+        route: Route::Audit,
+        delay_ms: Some(20),
+        ..Fault::default()
+    });
+    let id = app
+        .submit(
+            "audit_mirror",
+            json!({"page_size": 100, "parallel_streams": 4, "prefetch_pages": 3}),
+        )
+        .await;
+    app.start();
+    app.wait_for(id, WAIT, |j| {
+        j.checkpoint
+            .as_ref()
+            .and_then(|c| c["pages"].as_u64())
+            .is_some_and(|p| p >= 40)
+    })
+    .await;
+    app.kill();
+    app.sim.clear_faults();
+    let calls_at_crash = app.sim.count(Route::Audit);
+    app.sim.append_audit("file", &ids[0], 77);
+    app.sim.append_audit("file", &ids[3], 5);
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let mut total = 0;
+    for repo in &ids {
+        total += assert_archive_equals_log(&app, repo).await;
+    }
+    assert_eq!(total, 4 * 3000 + 77 + 5);
+    assert!(app.store.verify_audit().await.unwrap().broken.is_none());
+    // Every stream resumed where it was: nowhere near a second full walk (120 pages).
+    let after = app.sim.count(Route::Audit) - calls_at_crash;
+    assert!(after < 110, "{after} pages after the restart");
 }

@@ -13,19 +13,31 @@ pub struct DemoArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Mirror N audit records from the simulator into a fresh archive; print records/s and
-    /// peak RSS. Run once per size: the peak is per process.
+    /// Mirror N audit records per repository from the simulator into a fresh archive; print
+    /// records/s and peak RSS. Run once per size: the peak is per process.
     Audit(BenchAuditArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct BenchAuditArgs {
-    /// Audit records in the simulated log.
+    /// Audit records in each repository's simulated log.
     #[arg(long, default_value_t = 200_000)]
     pub records: u64,
+    /// Repositories, each with its own log (one stream each).
+    #[arg(long, default_value_t = 1)]
+    pub repos: usize,
     /// Records per page (1..=1000).
     #[arg(long, default_value_t = 1000)]
     pub page_size: u32,
+    /// The simulator delays every answer by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// The job's `parallel_streams` (default: the job's default).
+    #[arg(long)]
+    pub parallel_streams: Option<u32>,
+    /// The job's `prefetch_pages` (default: the job's default).
+    #[arg(long)]
+    pub prefetch_pages: Option<u32>,
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -54,13 +66,42 @@ pub(super) async fn bench_audit(args: BenchAuditArgs) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_INVALID);
     }
-    let b = crate::bench::audit(args.records, args.page_size).await?;
+    if args.repos == 0 || args.repos > 1000 {
+        eprintln!("error: --repos must be in 1..=1000");
+        return Ok(EXIT_INVALID);
+    }
+    use crate::jobs::audit_mirror::{MAX_PARALLEL_STREAMS, MAX_PREFETCH_PAGES};
+    if args
+        .parallel_streams
+        .is_some_and(|n| n == 0 || n > MAX_PARALLEL_STREAMS)
+    {
+        eprintln!("error: --parallel-streams must be in 1..={MAX_PARALLEL_STREAMS}");
+        return Ok(EXIT_INVALID);
+    }
+    if args.prefetch_pages.is_some_and(|n| n > MAX_PREFETCH_PAGES) {
+        eprintln!("error: --prefetch-pages must be in 0..={MAX_PREFETCH_PAGES}");
+        return Ok(EXIT_INVALID);
+    }
+    let b = crate::bench::audit(crate::bench::AuditSetup {
+        records: args.records,
+        repos: args.repos,
+        page_size: args.page_size,
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        parallel_streams: args.parallel_streams,
+        prefetch_pages: args.prefetch_pages,
+    })
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&b)?);
     } else {
         println!(
-            "audit_mirror: {} records in {} pages of {} in {:.2} s = {:.0} records/s; peak RSS {}",
+            "audit_mirror: {} records ({} repositories, {} streams at once, {} pages ahead, \
+             latency {} ms) in {} pages of {} in {:.2} s = {:.0} records/s; peak RSS {}",
             b.records,
+            b.repos,
+            b.parallel_streams,
+            b.prefetch_pages,
+            b.latency_ms,
             b.pages,
             b.page_size,
             b.seconds,

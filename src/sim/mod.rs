@@ -105,8 +105,12 @@ pub struct SimConfig {
     pub trashed_repos: usize,
     /// Trashed files in every third active repository.
     pub trash_files_per_repo: usize,
-    /// Audit records (module `file`) of the first active repository; the others get a few dozen.
+    /// Audit records (module `file`) of the first active repository; the others get a few dozen
+    /// (unless [`SimConfig::audit_records_per_repo`] says otherwise).
     pub audit_records: u64,
+    /// When set, every active repository's `file` log holds this many records (`audit_records`
+    /// is then unused), as for a backfill of many large logs.
+    pub audit_records_per_repo: Option<u64>,
     /// Every API answer is delayed by this long (the network and the service's own time), as a
     /// real cloud's would be; zero by default. Changeable while running (`/__sim/latency`).
     pub latency: Duration,
@@ -131,6 +135,7 @@ impl Default for SimConfig {
             trashed_repos: 4,
             trash_files_per_repo: 6,
             audit_records: 20_000,
+            audit_records_per_repo: None,
             latency: Duration::ZERO,
         }
     }
@@ -188,6 +193,9 @@ pub struct Fault {
     pub route: Route,
     /// Only requests for this repository (`None`: any request on the route).
     pub repository_id: Option<u32>,
+    /// Only requests whose path and query (`/path?query`, as sent) contain this text, e.g.
+    /// `"/{repo}/audit?page_num=2&"` for one page of one audit log.
+    pub target_contains: Option<String>,
     /// Answer with this status. Without `error_code`/`error_msg`, 401, 403
     /// and 404 get the route's documented bodies, other statuses
     /// `{"error_code": "CH.00<status>", "error_msg": <reason phrase>}`.

@@ -161,7 +161,11 @@ async fn intercept(
         body_username: None,
     });
 
-    let mut resp = match ep.state.take_fault(ep.route, repository_id) {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |pq| pq.as_str().to_string());
+    let mut resp = match ep.state.take_fault(ep.route, repository_id, &target) {
         Some(fault) => faults::apply(&ep.state, ep.route, fault, req, next).await,
         None => match refused {
             Some(why) => error_response(

@@ -229,11 +229,20 @@ impl SimState {
     }
 
     /// Takes the first queued fault that matches, using up one of its times.
-    pub(crate) fn take_fault(&self, route: Route, repository_id: Option<u32>) -> Option<Fault> {
+    pub(crate) fn take_fault(
+        &self,
+        route: Route,
+        repository_id: Option<u32>,
+        target: &str,
+    ) -> Option<Fault> {
         let mut inner = self.lock();
         let pos = inner.faults.iter().position(|q| {
             q.fault.route == route
                 && (q.fault.repository_id.is_none() || q.fault.repository_id == repository_id)
+                && q.fault
+                    .target_contains
+                    .as_deref()
+                    .is_none_or(|t| target.contains(t))
         })?;
         let queued = &mut inner.faults[pos];
         if queued.skip > 0 {

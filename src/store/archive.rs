@@ -166,6 +166,11 @@ impl Store {
         records: &[NewRecord<'_>],
         checkpoint: &serde_json::Value,
     ) -> Result<PageWrite, Error> {
+        // Streams walked in parallel write one page each at a time; SQLite takes one writer at
+        // a time anyway, and a transaction waiting for its lock in SQLite's busy handler sleeps
+        // in steps of up to 100 ms, leaving the lock idle meanwhile. Waiting in turn here
+        // instead hands the lock on as soon as it is free.
+        let _turn = self.archive_turn.lock().await;
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(

@@ -138,6 +138,9 @@ pub struct Store {
     work: Arc<Notify>,
     health: Arc<health::Health>,
     checkpoints: Arc<checkpoint::Writer>,
+    /// Audit pages take turns here before asking SQLite for the write lock (see
+    /// [`Store::archive_page`]).
+    archive_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -248,6 +251,7 @@ impl Store {
             work: Arc::new(Notify::new()),
             health: Arc::new(health::Health::default()),
             checkpoints: Arc::default(),
+            archive_turn: Arc::default(),
         })
     }
 

@@ -174,10 +174,10 @@ impl ArtifactState {
                 }
             }
             if !trashed {
-                let records = if n == 0 {
-                    cfg.audit_records
-                } else {
-                    37 + 13 * n as u64
+                let records = match cfg.audit_records_per_repo {
+                    Some(each) => each,
+                    None if n == 0 => cfg.audit_records,
+                    None => 37 + 13 * n as u64,
                 };
                 st.add_log("file", &id, records);
                 st.add_log("repository", &id, 5 + n as u64);

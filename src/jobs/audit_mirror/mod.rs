@@ -10,19 +10,21 @@
 //! to what this walk archived. A walk interrupted by a failure or a restart resumes at the page
 //! after the last one archived (each page is written with the job's checkpoint in one
 //! transaction); as records only arrive at the newest end, resuming there skips nothing.
-//! While walking to the end, the next page is fetched while the current one is written.
+//!
+//! Streams are walked in parallel (`parallel_streams`, default 8), each by one writer so its
+//! hash chain stays a chain; while walking to the end, up to `prefetch_pages` (default 4) pages
+//! of a stream are requested ahead of the one being written. Why pages requested ahead keep the
+//! walk complete, and what a checkpoint holds while streams write concurrently: [`walk`].
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{artifact_scope, parse_params, Ctx, ParamError, RunError, Step};
-use crate::api::{
-    self,
-    artifact::{AuditPage, Traced},
-};
 use crate::config::Config;
-use crate::store::archive::NewRecord;
 use crate::store::JobRow;
+
+mod walk;
 
 /// Page size when a job gives none.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -30,6 +32,15 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Passes over one stream in one run before giving up on catching a log that keeps growing.
 const MAX_PASSES: u32 = 20;
+/// Streams walked at once when a job gives no `parallel_streams`.
+pub const DEFAULT_PARALLEL_STREAMS: u32 = 8;
+/// The most streams a job may walk at once.
+pub const MAX_PARALLEL_STREAMS: u32 = 32;
+/// Pages requested ahead of the one being written, per stream, when a job gives no
+/// `prefetch_pages`.
+pub const DEFAULT_PREFETCH_PAGES: u32 = 4;
+/// The most pages a job may have requested ahead, per stream.
+pub const MAX_PREFETCH_PAGES: u32 = 16;
 /// Modules the audit call serves.
 pub const MODULES: [&str; 2] = ["file", "repository"];
 
@@ -49,6 +60,13 @@ pub struct Params {
     /// Walk every page, not only down to what is archived.
     #[serde(default)]
     pub full: bool,
+    /// Streams walked at once (default 8).
+    #[serde(default)]
+    pub parallel_streams: Option<u32>,
+    /// Pages requested ahead of the one being written, per stream, while walking to the end
+    /// (default 4; 0 requests one page at a time).
+    #[serde(default)]
+    pub prefetch_pages: Option<u32>,
 }
 
 /// Parses and checks parameters against the configuration.
@@ -67,6 +85,20 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
         if n == 0 || n > MAX_PAGE_SIZE {
             return Err(ParamError(format!(
                 "parameter `page_size`: {n} is out of range 1..={MAX_PAGE_SIZE}"
+            )));
+        }
+    }
+    if let Some(n) = p.parallel_streams {
+        if n == 0 || n > MAX_PARALLEL_STREAMS {
+            return Err(ParamError(format!(
+                "parameter `parallel_streams`: {n} is out of range 1..={MAX_PARALLEL_STREAMS}"
+            )));
+        }
+    }
+    if let Some(n) = p.prefetch_pages {
+        if n > MAX_PREFETCH_PAGES {
+            return Err(ParamError(format!(
+                "parameter `prefetch_pages`: {n} is out of range 0..={MAX_PREFETCH_PAGES}"
             )));
         }
     }
@@ -129,14 +161,14 @@ struct Key {
     time: Option<String>,
 }
 
-/// Walks every stream; resumes from the checkpoint.
+/// Walks every stream, several at a time; resumes from the checkpoint.
 pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
     let p = parse(&job.params, &ctx.config).map_err(|e| RunError::Invalid(e.0))?;
     let scope = artifact_scope(&ctx.config).map_err(|e| RunError::Invalid(e.0))?;
     let module = p.module.clone().unwrap_or_else(|| "file".to_string());
     let page_size = p.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
 
-    let mut cp: Checkpoint = match &job.checkpoint {
+    let cp: Checkpoint = match &job.checkpoint {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| RunError::Invalid(format!("unreadable checkpoint: {e}")))?,
         None => {
@@ -161,128 +193,33 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
             }
         }
     };
-
+    let streams = cp.streams.len();
+    let walk = walk::Walk {
+        ctx,
+        job,
+        scope: &scope,
+        module: &module,
+        page_size,
+        full: p.full,
+        prefetch: p.prefetch_pages.unwrap_or(DEFAULT_PREFETCH_PAGES),
+        committed: std::sync::Mutex::new(cp),
+    };
+    // Each stream is walked by one future (its one writer); up to `parallel_streams` of them at
+    // once. The first error ends the run (the others are dropped, their requests aborted) and
+    // the next attempt resumes every stream from the checkpoint.
+    let parallel = p.parallel_streams.unwrap_or(DEFAULT_PARALLEL_STREAMS) as usize;
+    let mut walks = futures::stream::iter(0..streams)
+        .map(|i| walk::stream(&walk, i))
+        .buffer_unordered(parallel.max(1));
     let mut last_trace = None;
-    for i in 0..cp.streams.len() {
-        if cp.streams[i].done {
-            continue;
-        }
-        if cp.streams[i].pass == 0 {
-            // A new stream walk: stop where the last complete walk reached, unless told `full`.
-            let state = ctx.store.audit_stream(&module, &cp.streams[i].repo).await?;
-            let s = &mut cp.streams[i];
-            s.pass = 1;
-            s.page = 1;
-            s.stop_seq = (!p.full && state.complete_seq > 0).then_some(state.complete_seq);
-        }
-        let mut prefetched: Option<(u32, Result<Traced<AuditPage>, api::Error>)> = None;
-        loop {
-            let repo = cp.streams[i].repo.clone();
-            let page = cp.streams[i].page;
-            let answer = match prefetched.take() {
-                Some((p, fetched)) if p == page => fetched?,
-                _ => {
-                    ctx.api
-                        .audit_page(&scope, &module, &repo, page, page_size)
-                        .await?
-                }
-            };
-            last_trace = answer.trace_id;
-            let total = answer.result.total;
-            let raws = answer.result.records;
-            let mut records = Vec::with_capacity(raws.len());
-            for raw in &raws {
-                let key: Key = serde_json::from_str(raw.get()).map_err(|e| {
-                    RunError::Api(crate::api::Error::Decode {
-                        method: "GET".into(),
-                        path: format!("audit of {repo}"),
-                        status: 200,
-                        message: format!("an audit record has no usable id: {e}"),
-                    })
-                })?;
-                let id = match key.id {
-                    Value::String(s) if !s.is_empty() => s,
-                    Value::Number(n) => n.to_string(),
-                    other => {
-                        return Err(RunError::Api(crate::api::Error::Decode {
-                            method: "GET".into(),
-                            path: format!("audit of {repo}"),
-                            status: 200,
-                            message: format!("an audit record's id is {other}"),
-                        }))
-                    }
-                };
-                records.push(NewRecord {
-                    record_id: id,
-                    record_time: key.time.as_deref().and_then(record_time),
-                    raw: raw.get(),
-                });
-            }
-            // Decide what comes next before writing, so the page and the position that follows
-            // it are saved together.
-            let s = &mut cp.streams[i];
-            if s.first_total.is_none() {
-                s.first_total = Some(total);
-            }
-            s.last_total = Some(total);
-            let at_end = records.is_empty()
-                || records.len() < page_size as usize
-                || i64::from(page) * i64::from(page_size) >= total;
-            s.page = page + 1;
-            cp.pages += 1;
-            let snapshot = serde_json::to_value(&cp).unwrap_or(Value::Null);
-            let writing = std::time::Instant::now();
-            // Walking to the end, the next page is certain to be wanted: fetch it while this one
-            // is written. Walking down to the archive, whether it is wanted depends on this
-            // write, so nothing is fetched ahead.
-            let write = ctx
-                .store
-                .archive_page(job.id, &module, &repo, &records, &snapshot);
-            let wrote = if cp.streams[i].stop_seq.is_none() && !at_end {
-                let next = ctx
-                    .api
-                    .audit_page(&scope, &module, &repo, page + 1, page_size);
-                let (wrote, next) = tokio::join!(write, next);
-                prefetched = Some((page + 1, next));
-                wrote?
-            } else {
-                write.await?
-            };
-            tracing::debug!(
-                repo = %repo,
-                page,
-                records = records.len(),
-                inserted = wrote.inserted,
-                write_ms = writing.elapsed().as_millis() as u64,
-                "audit page archived"
-            );
-            cp.archived += wrote.inserted as u64;
-            let s = &mut cp.streams[i];
-            let reached_archived = match (s.stop_seq, wrote.min_existing_seq) {
-                (Some(stop), Some(min)) => min <= stop,
-                _ => false,
-            };
-            if !(at_end || reached_archived) {
-                continue;
-            }
-            // This pass is complete down to what was already archived.
-            let complete = ctx.store.audit_mark_complete(&module, &repo).await?;
-            let grew = s.last_total != s.first_total;
-            if grew && s.pass < MAX_PASSES {
-                tracing::info!(repo = %repo, pass = s.pass, "audit log grew during the walk; catching up from page 1");
-                s.pass += 1;
-                s.page = 1;
-                s.stop_seq = Some(complete);
-                s.first_total = None;
-                s.last_total = None;
-                continue;
-            }
-            s.done = true;
-            break;
-        }
-        let snapshot = serde_json::to_value(&cp).unwrap_or(Value::Null);
-        ctx.store.checkpoint(job.id, Some(&snapshot), None).await?;
+    while let Some(trace) = walks.try_next().await? {
+        last_trace = trace.or(last_trace);
     }
+    drop(walks);
+    let cp = walk
+        .committed
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     Ok(Step::Done {
         jid: None,
         trace_id: last_trace,
