@@ -116,7 +116,13 @@ async fn after_downtime_each_schedule_makes_up_what_its_policy_says() {
             .take_while(|s| *s < restart - 500)
             .collect();
         assert!(missed.len() >= 2, "{name}: {missed:?}");
-        let fired = slots(&after, name);
+        // Made up means run: a made-up tick recorded `skipped` does not count.
+        let ran: Vec<JobRow> = after
+            .iter()
+            .filter(|j| j.status != "skipped")
+            .cloned()
+            .collect();
+        let fired = slots(&ran, name);
         let made_up: Vec<i64> = fired
             .iter()
             .copied()

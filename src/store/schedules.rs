@@ -38,10 +38,17 @@ pub struct ScheduleState {
 
 impl Store {
     /// Records the tick of schedule `name` at `slot` in one transaction: a `queued` job, or
-    /// a `skipped` one while a job of the schedule is still active, or nothing while the
+    /// a `skipped` one while a job of the schedule is still active (unless `behind`: a
+    /// catch-up run queues behind it), or nothing while the
     /// schedule is paused or when the slot has a job already; and the slot as the schedule's
     /// latest.
-    pub async fn fire_slot(&self, name: &str, slot: i64, job: &NewJob) -> Result<Fired, Error> {
+    pub async fn fire_slot(
+        &self,
+        name: &str,
+        slot: i64,
+        job: &NewJob,
+        behind: bool,
+    ) -> Result<Fired, Error> {
         let mut job = job.clone();
         job.schedule = Some(name.to_string());
         job.slot = Some(slot);
@@ -64,7 +71,7 @@ impl Store {
             {
                 Fired::Already(id)
             } else {
-                match scheduled_in(&mut tx, job).await? {
+                match scheduled_in(&mut tx, job, behind).await? {
                     (id, true) => Fired::Skipped(id),
                     (id, false) => Fired::Queued(id),
                 }
@@ -86,7 +93,7 @@ impl Store {
     pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
         let r = async {
             let mut tx = self.write_tx().await?;
-            let (id, skipped) = scheduled_in(&mut tx, job).await?;
+            let (id, skipped) = scheduled_in(&mut tx, job, false).await?;
             tx.commit().await?;
             Ok((Inserted::New(id), skipped))
         }
@@ -198,12 +205,14 @@ impl Store {
 }
 
 /// Inserts a schedule's job, as `skipped` (naming the active job) while a job of the same
-/// schedule is still queued, running or following. Returns its id and whether it was skipped.
+/// schedule is still queued, running or following — unless `behind`: then it is queued (its
+/// lane makes it wait for the active one). Returns its id and whether it was skipped.
 async fn scheduled_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job: &NewJob,
+    behind: bool,
 ) -> Result<(JobId, bool), Error> {
-    let active: Option<i64> = if job.status == Status::Queued {
+    let active: Option<i64> = if job.status == Status::Queued && !behind {
         sqlx::query_scalar(
             "SELECT id FROM jobs WHERE schedule = ? \
              AND status IN ('queued', 'running', 'following') LIMIT 1",

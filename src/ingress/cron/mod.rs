@@ -73,11 +73,13 @@ pub trait Ticks: Clone + Send + Sync + 'static {
         &self,
         schedule: &str,
     ) -> impl Future<Output = Result<Option<i64>, store::Error>> + Send;
-    /// Records one firing of `s` at `slot`.
+    /// Records one firing of `s` at `slot`; with `behind`, queued behind a run still active
+    /// instead of skipped (a `catch_up` run).
     fn fire(
         &self,
         s: &Schedule,
         slot: i64,
+        behind: bool,
     ) -> impl Future<Output = Result<Fired, store::Error>> + Send;
     /// Records every slot up to `slot` as dealt with, without a job.
     fn pass(
@@ -99,8 +101,8 @@ impl Ticks for StoreTicks {
         self.store.last_slot(schedule).await
     }
 
-    async fn fire(&self, s: &Schedule, slot: i64) -> Result<Fired, store::Error> {
-        let p = prepare(
+    async fn fire(&self, s: &Schedule, slot: i64, behind: bool) -> Result<Fired, store::Error> {
+        let mut p = prepare(
             &self.cfg,
             Submission {
                 kind: s.kind.clone(),
@@ -113,7 +115,11 @@ impl Ticks for StoreTicks {
         if let Some(reason) = &p.rejection {
             tracing::error!(schedule = %s.name, reason = %reason, "cron tick rejected");
         }
-        self.store.fire_slot(&s.name, slot, &p.job).await
+        if p.rejection.is_none() && p.job.lane.is_none() {
+            // A schedule's runs never overlap: a catch-up run waits for the one before it.
+            p.job.lane = Some(format!("schedule:{}", s.name));
+        }
+        self.store.fire_slot(&s.name, slot, &p.job, behind).await
     }
 
     async fn pass(&self, schedule: &str, slot: i64) -> Result<(), store::Error> {
@@ -312,7 +318,8 @@ pub async fn run_schedule<T: Ticks>(
             }
             let mut failed = false;
             for f in &due.fire {
-                match ticks.fire(&s, f.slot).await {
+                let behind = f.makeup && s.misfire == crate::config::Misfire::CatchUp;
+                match ticks.fire(&s, f.slot, behind).await {
                     Ok(fired) => {
                         done = f.slot;
                         record(name, f, fired, clock.now_ms());

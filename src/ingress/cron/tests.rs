@@ -39,7 +39,7 @@ impl Ticks for Recorded {
         Ok(self.last.lock().unwrap().get(schedule).copied())
     }
 
-    async fn fire(&self, s: &Schedule, slot: i64) -> Result<Fired, store::Error> {
+    async fn fire(&self, s: &Schedule, slot: i64, _behind: bool) -> Result<Fired, store::Error> {
         let now = self.clock.lock().unwrap().as_ref().unwrap().now_ms();
         let mut fired = self.fired.lock().unwrap();
         if fired.iter().any(|(s, _)| *s == slot) {
