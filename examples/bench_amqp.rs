@@ -306,14 +306,7 @@ async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
     // The daemon creates its store as it starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     let db = loop {
-        let opened = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(d.db())
-                    .read_only(true),
-            )
-            .await;
+        let opened = read_only(&d.db()).await;
         match opened {
             Ok(db) => break db,
             Err(e) if Instant::now() > deadline => return Err(e.into()),
@@ -348,6 +341,18 @@ async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
     }
 }
 
+/// The daemon's store, opened read-only.
+async fn read_only(db: &Path) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+}
+
 /// What one preloaded run measured.
 struct Preloaded {
     jobs_per_s: f64,
@@ -377,14 +382,7 @@ async fn preloaded(
     // Rate over the jobs after the first one recorded, so start-up is not counted.
     let rest = (n - done_first).max(1);
     let first_at = {
-        let db = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(d.db())
-                    .read_only(true),
-            )
-            .await?;
+        let db = read_only(&d.db()).await?;
         let r = sqlx::query("SELECT MIN(finished_at) AS a, MAX(finished_at) AS b FROM jobs")
             .fetch_one(&db)
             .await?;
@@ -444,14 +442,7 @@ async fn main() -> anyhow::Result<()> {
     let publish_s = started.elapsed().as_secs_f64();
     let (_, _, peak_seen) = wait_done(&d, n).await?;
     let cpu_used = cpu_seconds(d.pid) - cpu_before;
-    let db = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(d.db())
-                .read_only(true),
-        )
-        .await?;
+    let db = read_only(&d.db()).await?;
     let rows =
         sqlx::query("SELECT idempotency_key, finished_at FROM jobs WHERE status = 'succeeded'")
             .fetch_all(&db)

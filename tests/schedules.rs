@@ -8,23 +8,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use codearts_syncd::sim::{RepoBehaviour, SimConfig};
-use codearts_syncd::store::{JobRow, ListFilter};
+use codearts_syncd::store::JobRow;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::BasicProperties;
 use serde_json::json;
-use support::broker::{acfg, amqp_app, cleanup, connection};
+use support::broker::{acfg, all_jobs, amqp_app, cleanup, connection};
 use support::{spawn_app_with, text};
 
 async fn jobs(app: &support::TestApp) -> Vec<JobRow> {
-    app.store
-        .list(&ListFilter {
-            kind: None,
-            status: None,
-            limit: 0,
-        })
-        .await
-        .unwrap()
+    all_jobs(&app.store).await
 }
 
 fn sim() -> SimConfig {
@@ -245,14 +238,7 @@ async fn a_trickle_for_one_repository_costs_few_syncs_and_they_never_overlap() {
             let mut samples = 0u32;
             let mut worst = 0usize;
             while !stop.is_cancelled() {
-                let all = store
-                    .list(&ListFilter {
-                        kind: Some("remote_mirror".into()),
-                        status: None,
-                        limit: 0,
-                    })
-                    .await
-                    .unwrap();
+                let all = all_jobs(&store).await;
                 let active = all
                     .iter()
                     .filter(|j| j.status == "running" || j.status == "following")
@@ -304,14 +290,7 @@ async fn a_trickle_for_one_repository_costs_few_syncs_and_they_never_overlap() {
     support::broker::wait_until(Duration::from_secs(60), "all jobs final", || {
         let store = app.store.clone();
         async move {
-            let all = store
-                .list(&ListFilter {
-                    kind: Some("remote_mirror".into()),
-                    status: None,
-                    limit: 0,
-                })
-                .await
-                .unwrap();
+            let all = all_jobs(&store).await;
             let mut served = 0;
             for j in &all {
                 served += store.requests_of(j.id).await.unwrap().len();
