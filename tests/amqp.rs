@@ -170,9 +170,25 @@ async fn duplicate_keys_and_redelivered_messages_make_one_job_each() {
 async fn burst_of_50_mirror_requests_costs_at_most_two_syncs() {
     let (mut app, _) = amqp_app(many_repos(), "").await;
     let cfg = acfg(&app);
+    // Each sync is followed for 2 s, longer than the burst takes to arrive: one sync, and at
+    // most one follow-up for what arrived while it ran (never two at once).
+    app.sim.set_repo(
+        77,
+        codearts_syncd::sim::RepoBehaviour {
+            sync_duration: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    );
     app.start();
     let messages: Vec<_> = (0..50)
-        .map(|i| (job_msg(77, Some(&format!("burst-{i}"))), None))
+        .map(|i| {
+            let body = serde_json::json!({
+                "kind": "remote_mirror",
+                "params": {"repository_id": 77},
+                "key": format!("burst-{i}"),
+            });
+            (body.to_string().into_bytes(), None)
+        })
         .collect();
     publish_raw(&cfg, &messages).await;
     let store = app.store.clone();
