@@ -39,7 +39,7 @@ pub struct ScheduleState {
 impl Store {
     /// Records the tick of schedule `name` at `slot` in one transaction: a `queued` job, or
     /// a `skipped` one while a job of the schedule is still active (unless `behind`: a
-    /// catch-up run queues behind it), or nothing while the
+    /// made-up tick queues behind it), or nothing while the
     /// schedule is paused or when the slot has a job already; and the slot as the schedule's
     /// latest.
     pub async fn fire_slot(

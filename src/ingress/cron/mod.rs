@@ -74,7 +74,7 @@ pub trait Ticks: Clone + Send + Sync + 'static {
         schedule: &str,
     ) -> impl Future<Output = Result<Option<i64>, store::Error>> + Send;
     /// Records one firing of `s` at `slot`; with `behind`, queued behind a run still active
-    /// instead of skipped (a `catch_up` run).
+    /// instead of skipped (a made-up tick).
     fn fire(
         &self,
         s: &Schedule,
@@ -318,8 +318,8 @@ pub async fn run_schedule<T: Ticks>(
             }
             let mut failed = false;
             for f in &due.fire {
-                let behind = f.makeup && s.misfire == crate::config::Misfire::CatchUp;
-                match ticks.fire(&s, f.slot, behind).await {
+                // A made-up tick is the policy's decision: it runs, after a run still active.
+                match ticks.fire(&s, f.slot, f.makeup).await {
                     Ok(fired) => {
                         done = f.slot;
                         record(name, f, fired, clock.now_ms());
