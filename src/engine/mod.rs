@@ -1,4 +1,4 @@
-//! The worker pool: claims due jobs (one statement each, so no job runs twice), runs them within
+//! The worker pool: claims due jobs (a guarded claim, so no job runs twice), runs them within
 //! the overall and per-kind limits, and routes every outcome through [`transition`] into
 //! [`Store::settle`], the one place that moves a job out of `running`.
 //!

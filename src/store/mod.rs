@@ -5,7 +5,8 @@
 //!
 //! - [`jobs`]: the job table: inserting (with cron's skip rule), reading, start-up recovery.
 //! - [`requests`]: who asked for a job: idempotency keys and coalesced requests.
-//! - [`claim`]: workers taking due jobs, in one statement.
+//! - [`claim`]: workers taking due jobs, in one transaction on a connection of its own.
+//! - [`schedules`]: a cron tick's job with its unique slot; each schedule's last slot and pause.
 //! - [`settle`]: writing an attempt's outcome and a running job's checkpoint.
 //! - [`attempts`]: reading a job's attempts.
 //! - [`lifecycle`]: an operator's controls: cancel, replay (`retry_of`), waiting on a key.
@@ -15,8 +16,8 @@
 //!
 //! Every state transition is a guarded `UPDATE … WHERE id = ? AND status = 'running'`; a write
 //! that affects no row means the job was not ours any more, and is reported as
-//! [`Error::LostOwnership`] instead of passing silently. Claiming is one statement, so two
-//! workers can never take the same job.
+//! [`Error::LostOwnership`] instead of passing silently. A claim holds the write lock and ends in
+//! one guarded `UPDATE`, so two workers can never take the same job.
 
 pub mod archive;
 pub mod attempts;
@@ -209,9 +210,7 @@ impl Store {
         // recovery puts `running` jobs back anyway.
         let claims = SqlitePoolOptions::new()
             .max_connections(1)
-            .before_acquire(|conn, _meta| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
-            })
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(usable(conn)) }))
             .connect_lazy_with(opts.clone().synchronous(SqliteSynchronous::Normal));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -220,17 +219,7 @@ impl Store {
             // every later `BEGIN IMMEDIATE` on it would then fail. Such a connection is closed
             // instead of being handed out again (the check is an atomic load; the pool has
             // already flushed the connection's pending rollback when it was released).
-            .before_acquire(|conn, _meta| {
-                Box::pin(async move {
-                    let stuck = sqlx::Connection::is_in_transaction(conn);
-                    if stuck {
-                        tracing::warn!(
-                            "closing a store connection left inside a failed transaction"
-                        );
-                    }
-                    Ok(!stuck)
-                })
-            })
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(usable(conn)) }))
             .connect_with(opts)
             .await
             .map_err(open_err)?;
@@ -292,4 +281,14 @@ impl Store {
         self.claims.close().await;
         self.pool.close().await
     }
+}
+
+/// False for a connection sqlx still believes is inside a transaction (see where the pools are
+/// made): the pool closes it instead of handing it out.
+fn usable(conn: &mut sqlx::SqliteConnection) -> bool {
+    let stuck = sqlx::Connection::is_in_transaction(conn);
+    if stuck {
+        tracing::warn!("closing a store connection left inside a failed transaction");
+    }
+    !stuck
 }

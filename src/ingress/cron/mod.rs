@@ -310,7 +310,7 @@ pub async fn run_schedule<T: Ticks>(
                 tracing::warn!(
                     schedule = %name, misfire = s.misfire.as_str(),
                     first = %rfc3339(first), last = %rfc3339(last),
-                    made_up, not_made_up = due.dropped,
+                    made_up, not_made_up = due.dropped, not_made_up_is_a_lower_bound = due.uncounted,
                     "ticks were missed (no instance fired them in time)"
                 );
                 metrics::counter!("codearts_syncd_schedule_ticks_total", "schedule" => name.to_string(), "outcome" => "missed")
