@@ -93,25 +93,39 @@ async fn run_on(
     shutdown: CancellationToken,
     reload: Option<Reload>,
 ) -> Result<(), Error> {
-    let recovered = store.recover_running().await?;
+    let recovered = store.recover_running(cfg.store.lease).await?;
     if recovered > 0 {
         tracing::warn!(
             jobs = recovered,
             "re-queued jobs left running by a previous process"
         );
     }
+    // On a shared store: heartbeats, and taking over the jobs of instances that fell silent.
+    // They go on through the drain, and stop once the last job is settled.
+    let live_stop = CancellationToken::new();
+    let liveness = store
+        .is_shared()
+        .then(|| tokio::spawn(liveness(store.clone(), cfg.store.lease, live_stop.clone())));
     let api = api::Client::from_config(&cfg)?;
     let ctx = Ctx {
         api,
         config: cfg.clone(),
         store: store.clone(),
     };
-    // Who leads cron: alone, this instance; with AMQP, whichever instance the broker grants
-    // the leader queue to (the consumer sets the flag while it holds it).
-    let leader = if cfg.amqp.is_some() {
+    // Who leads cron: alone, this instance; with AMQP and SQLite stores, whichever instance
+    // the broker grants the leader queue to (the consumer sets the flag while it holds it).
+    // On a shared store every instance fires every tick: the `(schedule, slot)` key lets one
+    // tick's job in, so no instance is a single point of failure (the consumer's campaign
+    // then decides nothing).
+    let leader = if cfg.amqp.is_some() && !store.is_shared() {
         Leader::contender()
     } else {
         Leader::always()
+    };
+    let campaign = if store.is_shared() {
+        Leader::contender()
+    } else {
+        leader.clone()
     };
     let amqp_stop = CancellationToken::new();
     let connected = amqp::Connected::default();
@@ -137,7 +151,7 @@ async fn run_on(
     let consumer = tokio::spawn(amqp::run(
         store.clone(),
         cfg.clone(),
-        leader.clone(),
+        campaign,
         connected,
         amqp_stop.clone(),
     ));
@@ -146,7 +160,10 @@ async fn run_on(
         .await
         .map_err(|e| Error::Cron(e.to_string()))?;
     tracing::info!(
-        db = %cfg.store.path.display(),
+        db = %match &cfg.store.url {
+            Some(url) => crate::store::shown_url(url),
+            None => cfg.store.path.display().to_string(),
+        },
         schedules = cfg.schedules.len(),
         concurrency = cfg.engine.concurrency,
         "daemon started"
@@ -202,8 +219,38 @@ async fn run_on(
         }
         Err(e) => tracing::error!(error = %e, "the reload task ended abnormally"),
     }
+    live_stop.cancel();
+    if let Some(task) = liveness {
+        let _ = task.await;
+        if let Err(e) = store.stopped().await {
+            tracing::warn!(error = %e, "could not record this instance's stop in the store");
+        }
+    }
     tracing::info!("daemon stopped");
     result.map_err(Error::from)
+}
+
+/// On a shared store, until `shutdown`: a heartbeat every third of the lease, and each time
+/// the running jobs of instances silent past the lease taken back.
+async fn liveness(store: Store, lease: std::time::Duration, shutdown: CancellationToken) {
+    let every = (lease / 3).max(std::time::Duration::from_millis(100));
+    loop {
+        if let Err(e) = store.heartbeat().await {
+            tracing::warn!(error = %e, "store heartbeat failed");
+        }
+        match store.take_over(lease).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                "took over jobs of an instance that stopped heartbeating"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not check for silent instances"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// The status line systemd shows (`systemctl status`): jobs running, whether the store takes

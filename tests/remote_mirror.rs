@@ -416,7 +416,10 @@ async fn settle_refuses_a_job_that_is_no_longer_running() {
         .submit("remote_mirror", json!({"repository_id": 1}))
         .await;
     let claimed = app.store.claim(&["remote_mirror"]).await.unwrap().unwrap();
-    app.store.recover_running().await.unwrap();
+    app.store
+        .recover_running(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
     let err = app
         .store
         .settle(

@@ -45,6 +45,12 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
         get: |c| Some(c.store.busy_timeout),
     },
     DurationKey {
+        key: "store.lease",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.store.lease),
+    },
+    DurationKey {
         key: "http.connect_timeout",
         nonzero: true,
         max: HOUR,
@@ -183,6 +189,39 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Some(url) = &self.store.url {
+            match url::Url::parse(url) {
+                Ok(u) if u.scheme() == "postgres" || u.scheme() == "postgresql" => {
+                    if u.password().is_some() {
+                        return Err(Error::invalid(
+                            "store.url",
+                            "must not hold a password: give it with store.password = { env = \"…\" } or { file = \"…\" }",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        "store.url",
+                        "is not a postgres:// URL (leave it out for the SQLite file at store.path)",
+                    ))
+                }
+            }
+        }
+        if let Some(p) = &self.store.password {
+            if self.store.url.is_none() {
+                return Err(Error::invalid(
+                    "store.password",
+                    "is only for a PostgreSQL store.url",
+                ));
+            }
+            p.check_shape("store.password")?;
+        }
+        if !(1..=1000).contains(&self.store.max_connections) {
+            return Err(Error::invalid(
+                "store.max_connections",
+                "must be between 1 and 1000",
+            ));
         }
         match self.cloud.auth.resolve()? {
             Auth::Password { password, .. } => password.check_shape("cloud.auth.password")?,

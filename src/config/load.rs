@@ -42,6 +42,7 @@ impl Config {
         if cfg.store.path.is_relative() {
             cfg.store.path = base_dir.join(&cfg.store.path);
         }
+        cfg.store.base_dir = base_dir.clone();
         cfg.base_dir = base_dir;
         cfg.validate()?;
         Ok(cfg)

@@ -176,6 +176,9 @@ impl Config {
                 secret_key.resolve("cloud.auth.secret_key", &self.base_dir)?;
             }
         }
+        if let Some(p) = &self.store.password {
+            p.resolve("store.password", &self.base_dir)?;
+        }
         if let Some(p) = self.amqp.as_ref().and_then(|a| a.password.as_ref()) {
             p.resolve("amqp.password", &self.base_dir)?;
         }

@@ -20,9 +20,26 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// `normal` survives a process crash; `full` also survives a power loss.
     pub synchronous: Synchronous,
-    /// How long a writer waits for the lock before failing.
+    /// How long a writer waits for the lock before failing (on PostgreSQL: for a pooled
+    /// connection).
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// A PostgreSQL store shared by several instances (`postgres://user@host:5432/db`);
+    /// unset: the SQLite file at `path`. Never put the password here: use `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The PostgreSQL password, from a secret source (`{ env = "…" }` or `{ file = "…" }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    /// PostgreSQL: connections in the pool.
+    pub max_connections: u32,
+    /// PostgreSQL: how long after an instance's last heartbeat the others take over its
+    /// running jobs.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// The configuration file's folder, for a `password = { file = … }` (set by the loader).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 impl Default for StoreConfig {
@@ -31,6 +48,11 @@ impl Default for StoreConfig {
             path: PathBuf::from("/var/lib/codearts-syncd/jobs.db"),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            url: None,
+            password: None,
+            max_connections: 10,
+            lease: Duration::from_secs(30),
+            base_dir: PathBuf::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Error, Store};
+use super::{Backend, Error, Store};
 use crate::{now_ms, JobId};
 
 /// The `prev_hash` of a stream's first record.
@@ -134,7 +134,7 @@ impl Store {
     pub async fn audit_stream(&self, module: &str, repo: &str) -> Result<StreamState, Error> {
         let row = sqlx::query(
             "SELECT head_seq, head_hash, records, complete_seq FROM audit_streams \
-             WHERE module = ? AND repo = ?",
+             WHERE module = $1 AND repo = $2",
         )
         .bind(module)
         .bind(repo)
@@ -170,15 +170,29 @@ impl Store {
         // a time anyway, and a transaction waiting for its lock in SQLite's busy handler sleeps
         // in steps of up to 100 ms, leaving the lock idle meanwhile. Waiting in turn here
         // instead hands the lock on as soon as it is free.
-        let _turn = self.archive_turn.lock().await;
+        // (On PostgreSQL, pages of different streams are written at once: no turn.)
+        let _turn = match self.backend {
+            Backend::Sqlite => Some(self.archive_turn.lock().await),
+            Backend::Postgres => None,
+        };
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        if self.backend == Backend::Postgres {
+            // One writer per stream across every instance: the chain's head is read and
+            // extended under a lock on the stream, held until this transaction ends.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("audit_stream:{module}:{repo}"))
+                .execute(&mut *tx)
+                .await?;
+        }
         let done = sqlx::query(
-            "UPDATE jobs SET checkpoint = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+            "UPDATE jobs SET checkpoint = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running' AND owner = $4",
         )
         .bind(checkpoint.to_string())
         .bind(now)
         .bind(job_id)
+        .bind(self.instance())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -190,12 +204,12 @@ impl Store {
             return Ok(out);
         }
         // Which of the page's records are archived already (one statement for the page).
-        let placeholders = vec!["?"; records.len()].join(", ");
+        let placeholders = super::placeholders(records.len(), 3);
         let sql = format!(
-            "SELECT record_id, seq FROM audit_archive WHERE module = ? AND repo = ? \
+            "SELECT record_id, seq FROM audit_archive WHERE module = $1 AND repo = $2 \
              AND record_id IN ({placeholders})"
         );
-        // Dynamic only in the number of `?` placeholders.
+        // Dynamic only in the number of placeholders.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(module)
             .bind(repo);
@@ -210,7 +224,7 @@ impl Store {
             existing.insert(id);
         }
         let head: Option<(String, i64)> = sqlx::query_as(
-            "SELECT head_hash, records FROM audit_streams WHERE module = ? AND repo = ?",
+            "SELECT head_hash, records FROM audit_streams WHERE module = $1 AND repo = $2",
         )
         .bind(module)
         .bind(repo)
@@ -229,11 +243,10 @@ impl Store {
             return Ok(out);
         }
         // One multi-row INSERT per page: far cheaper than a statement per record.
-        let row_sql = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let sql = format!(
             "INSERT INTO audit_archive (module, repo, record_id, record_time, record, fetched_at, \
-               job_id, prev_hash, hash) VALUES {}",
-            vec![row_sql; fresh.len()].join(", ")
+               job_id, prev_hash, hash) VALUES {} RETURNING seq",
+            super::value_rows(fresh.len(), 9, 1)
         );
         // Dynamic only in the number of placeholder rows.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -251,11 +264,19 @@ impl Store {
                 .bind(hash.clone());
             prev = hash;
         }
-        // Rows of one INSERT get consecutive ids, so the last one is the new head.
-        let head_seq = q.execute(&mut *tx).await?.last_insert_rowid();
+        // The page's last row is the new head: the highest seq it was given.
+        let head_seq: i64 = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         sqlx::query(
             "INSERT INTO audit_streams (module, repo, head_seq, head_hash, records, complete_seq, \
-               updated_at) VALUES (?, ?, ?, ?, ?, 0, ?) \
+               updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6) \
              ON CONFLICT (module, repo) DO UPDATE SET head_seq = excluded.head_seq, \
                head_hash = excluded.head_hash, records = excluded.records, \
                updated_at = excluded.updated_at",
@@ -277,8 +298,8 @@ impl Store {
     /// complete walk had, or the log's end); returns the new mark.
     pub async fn audit_mark_complete(&self, module: &str, repo: &str) -> Result<i64, Error> {
         sqlx::query(
-            "UPDATE audit_streams SET complete_seq = head_seq, updated_at = ? \
-             WHERE module = ? AND repo = ?",
+            "UPDATE audit_streams SET complete_seq = head_seq, updated_at = $1 \
+             WHERE module = $2 AND repo = $3",
         )
         .bind(now_ms())
         .bind(module)
@@ -291,7 +312,7 @@ impl Store {
     /// The record ids of a stream in archive order (for tests and checks).
     pub async fn audit_record_ids(&self, module: &str, repo: &str) -> Result<Vec<String>, Error> {
         Ok(sqlx::query_scalar(
-            "SELECT record_id FROM audit_archive WHERE module = ? AND repo = ? ORDER BY seq",
+            "SELECT record_id FROM audit_archive WHERE module = $1 AND repo = $2 ORDER BY seq",
         )
         .bind(module)
         .bind(repo)
@@ -419,7 +440,7 @@ impl Store {
     ) -> Result<u64, ExportError> {
         let mut rows = sqlx::query(
             "SELECT seq, module, repo, record_id, record_time, record, fetched_at, prev_hash, hash \
-             FROM audit_archive WHERE (? IS NULL OR repo = ?) AND (? IS NULL OR record_time >= ?) \
+             FROM audit_archive WHERE ($1 IS NULL OR repo = $2) AND ($3 IS NULL OR record_time >= $4) \
              ORDER BY seq",
         )
         .bind(&filter.repo)

@@ -26,7 +26,7 @@ impl Store {
     pub async fn attempts(&self, id: JobId) -> Result<Vec<AttemptRow>, Error> {
         let rows = sqlx::query(
             "SELECT attempt, started_at, finished_at, outcome, http_status, error_code, \
-               error_msg, retry_delay_ms FROM attempts WHERE job_id = ? ORDER BY attempt",
+               error_msg, retry_delay_ms FROM attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(id)
         .fetch_all(&self.pool)

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{health::Health, Error, Store};
@@ -40,7 +40,12 @@ impl Store {
             let (tx, rx) = mpsc::channel(BATCH * 4);
             // The task holds the pool and the health, not the Store, so it ends when the last
             // Store (and with it the sender) is gone.
-            tokio::spawn(write_batches(self.pool.clone(), self.health.clone(), rx));
+            tokio::spawn(write_batches(
+                self.pool.clone(),
+                self.instance.clone(),
+                self.health.clone(),
+                rx,
+            ));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -60,7 +65,8 @@ impl Store {
 }
 
 async fn write_batches(
-    pool: SqlitePool,
+    pool: AnyPool,
+    owner: std::sync::Arc<str>,
     health: std::sync::Arc<Health>,
     mut rx: mpsc::Receiver<Pending>,
 ) {
@@ -72,7 +78,7 @@ async fn write_batches(
                 Err(_) => break,
             }
         }
-        match write(&pool, &batch).await {
+        match write(&pool, &owner, &batch).await {
             Ok(written) => {
                 health.ok();
                 for p in batch {
@@ -100,19 +106,23 @@ async fn write_batches(
     }
 }
 
-/// One statement for the whole batch; returns the ids it updated (those still running).
-async fn write(pool: &SqlitePool, batch: &[Pending]) -> Result<Vec<JobId>, sqlx::Error> {
-    let rows = vec!["(?, ?, ?)"; batch.len()].join(", ");
+/// One statement for the whole batch; returns the ids it updated (those still running, and
+/// still this instance's).
+async fn write(pool: &AnyPool, owner: &str, batch: &[Pending]) -> Result<Vec<JobId>, sqlx::Error> {
+    let rows = super::value_rows(batch.len(), 3, 3);
     let sql = format!(
         "WITH v (id, checkpoint, jid) AS (VALUES {rows}) \
          UPDATE jobs SET checkpoint = v.checkpoint, jid = COALESCE(v.jid, jobs.jid), \
-           updated_at = ? \
-         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
+           updated_at = $1 \
+         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = $2 \
+         RETURNING jobs.id"
     );
     // Dynamic only in the number of placeholder rows.
-    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms())
+        .bind(owner);
     for p in batch {
         q = q.bind(p.id).bind(p.checkpoint.clone()).bind(p.jid.clone());
     }
-    q.bind(now_ms()).fetch_all(pool).await
+    q.fetch_all(pool).await
 }

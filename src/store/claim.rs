@@ -3,33 +3,75 @@
 //! job. Also when the next waiting job is due, so an idle worker knows how long to sleep.
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
-use super::{Error, JobRow, Store};
+use super::{json_ids, Backend, Error, JobRow, Store};
 use crate::now_ms;
 
 /// One kind's due queued jobs whose lane is free, most overdue first, at most `cap`: no job
 /// of its lane is `running` or `following`, and no older job of its lane is queued (so one
 /// claim takes at most one job of a lane, and a lane's jobs start in the order they arrived).
-/// `?{k}` is the kind, `?{cap}` its cap, `?1` now. An index range scan on (kind, status,
-/// next_run_at): a few rows read, however long the queue.
-fn queued(k: usize, cap: usize) -> String {
+/// `${k}` is the kind, `${cap}` its cap, `$1` now. An index range scan on (kind, status,
+/// next_run_at): a few rows read, however long the queue. `lock` ends it on PostgreSQL (see
+/// [`Store::claim_batch_limited`]).
+fn queued(k: usize, cap: usize, lock: &str) -> String {
     format!(
-        "SELECT * FROM (SELECT next_run_at, id, kind FROM jobs j \
-         WHERE kind = ?{k} AND status = 'queued' AND next_run_at <= ?1 \
+        "SELECT next_run_at, id, kind FROM jobs j \
+         WHERE kind = ${k} AND status = 'queued' AND next_run_at <= $1 \
            AND (j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs b \
              WHERE b.lane = j.lane AND b.id <> j.id AND (b.status IN ('running', 'following') \
                OR (b.status = 'queued' AND b.id < j.id)))) \
-         ORDER BY next_run_at, id LIMIT ?{cap})"
+         ORDER BY next_run_at, id LIMIT ${cap}{lock}"
     )
 }
 
 /// One kind's due following jobs: always claimable (their remote work has started, and their
 /// polls must go on).
-fn following(k: usize, cap: usize) -> String {
+fn following(k: usize, cap: usize, lock: &str) -> String {
     format!(
-        "SELECT * FROM (SELECT next_run_at, id, kind FROM jobs \
-         WHERE kind = ?{k} AND status = 'following' AND next_run_at <= ?1 \
-         ORDER BY next_run_at, id LIMIT ?{cap})"
+        "SELECT next_run_at, id, kind FROM jobs \
+         WHERE kind = ${k} AND status = 'following' AND next_run_at <= $1 \
+         ORDER BY next_run_at, id LIMIT ${cap}{lock}"
     )
+}
+
+/// Every kind's candidates in one statement (see [`queued`], [`following`]). SQLite: a
+/// `UNION ALL` of the subqueries. PostgreSQL: each subquery a CTE that locks the rows it
+/// returns and skips rows another instance's claim holds (`FOR UPDATE SKIP LOCKED`), so
+/// instances claiming at once never wait for each other and never take the same job.
+fn candidates(kinds: usize, backend: Backend) -> String {
+    let parts = (0..kinds).flat_map(|i| {
+        let (k, cap) = (2 + 2 * i, 3 + 2 * i);
+        [(k, cap, true), (k, cap, false)]
+    });
+    match backend {
+        Backend::Sqlite => parts
+            .map(|(k, cap, q)| {
+                let sub = if q {
+                    queued(k, cap, "")
+                } else {
+                    following(k, cap, "")
+                };
+                format!("SELECT * FROM ({sub})")
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL "),
+        Backend::Postgres => {
+            let lock = " FOR UPDATE SKIP LOCKED";
+            let parts: Vec<_> = parts
+                .enumerate()
+                .map(|(n, (k, cap, q))| {
+                    let sub = if q {
+                        queued(k, cap, lock)
+                    } else {
+                        following(k, cap, lock)
+                    };
+                    (format!("c{n} AS ({sub})"), format!("SELECT * FROM c{n}"))
+                })
+                .collect();
+            let ctes: Vec<_> = parts.iter().map(|(c, _)| c.as_str()).collect();
+            let selects: Vec<_> = parts.iter().map(|(_, s)| s.as_str()).collect();
+            format!("WITH {} {}", ctes.join(", "), selects.join(" UNION ALL "))
+        }
+    }
 }
 
 impl Store {
@@ -61,19 +103,13 @@ impl Store {
         if limits.is_empty() || total == 0 {
             return Ok(Vec::new());
         }
-        // Numbered throughout: sqlx does not number a bare `?` after `?1` the way SQLite does.
-        let candidates = (0..limits.len())
-            .flat_map(|i| {
-                let (k, cap) = (2 + 2 * i, 3 + 2 * i);
-                [queued(k, cap), following(k, cap)]
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+        let candidates = candidates(limits.len(), self.backend);
+        let ids = self.pick(json_ids!("", "2", ""));
         let update = format!(
             "UPDATE jobs SET status = 'running', claimed_from = status, \
-               attempts = attempts + (status = 'queued'), \
-               started_at = COALESCE(started_at, ?1), updated_at = ?1 \
-             WHERE id IN (SELECT value FROM json_each(?2)) \
+               attempts = attempts + CASE WHEN status = 'queued' THEN 1 ELSE 0 END, \
+               started_at = COALESCE(started_at, $1), updated_at = $1, owner = $3 \
+             WHERE id IN {ids} \
                AND status IN ('queued', 'following') \
              RETURNING {JOB_COLUMNS}"
         );
@@ -118,6 +154,7 @@ impl Store {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(update))
                     .bind(now)
                     .bind(ids)
+                    .bind(self.instance())
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;

@@ -114,12 +114,12 @@ impl Store {
     /// Inserts a job; a duplicate idempotency key inserts nothing and names the existing job.
     pub async fn insert(&self, job: &NewJob) -> Result<Inserted, Error> {
         let inserted = self.observe(
-            async {
+            self.again_if_raced(|| async {
                 let mut tx = self.write_tx().await?;
                 let inserted = insert_in(&mut tx, job).await?;
                 tx.commit().await?;
                 Ok(inserted)
-            }
+            })
             .await,
         )?;
         if matches!(inserted, Inserted::New(_)) {
@@ -132,7 +132,7 @@ impl Store {
     /// whole batch of deliveries, which is what makes persist-then-ack affordable).
     pub async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<Inserted>, Error> {
         let out = self.observe(
-            async {
+            self.again_if_raced(|| async {
                 let mut tx = self.write_tx().await?;
                 let mut out = Vec::with_capacity(jobs.len());
                 for job in jobs {
@@ -140,7 +140,7 @@ impl Store {
                 }
                 tx.commit().await?;
                 Ok(out)
-            }
+            })
             .await,
         )?;
         if out.iter().any(|i| matches!(i, Inserted::New(_))) {
@@ -150,12 +150,18 @@ impl Store {
     }
 
     /// Start-up recovery: jobs left `running` by a process that died go back to what they were
-    /// claimed from, due now; their open attempts are closed as `interrupted`.
-    pub async fn recover_running(&self) -> Result<u64, Error> {
+    /// claimed from, due now; their open attempts are closed as `interrupted`. On a shared
+    /// store (PostgreSQL) other instances may be running jobs right now: only the jobs of
+    /// instances that stopped or fell silent past `lease` are taken back ([`Store::take_over`]).
+    pub async fn recover_running(&self, lease: std::time::Duration) -> Result<u64, Error> {
+        if self.is_shared() {
+            self.heartbeat().await?;
+            return self.take_over(lease).await;
+        }
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "UPDATE attempts SET finished_at = ?, outcome = 'interrupted', \
+            "UPDATE attempts SET finished_at = $1, outcome = 'interrupted', \
                error_msg = 'the process stopped during this attempt' \
              WHERE outcome IS NULL AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
         )
@@ -163,8 +169,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
-            "UPDATE jobs SET status = COALESCE(claimed_from, 'queued'), next_run_at = ?, \
-               updated_at = ? WHERE status = 'running'",
+            "UPDATE jobs SET status = COALESCE(claimed_from, 'queued'), next_run_at = $1, \
+               updated_at = $2 WHERE status = 'running'",
         )
         .bind(now)
         .bind(now)
@@ -178,7 +184,7 @@ impl Store {
     pub async fn get(&self, id: JobId) -> Result<Option<JobRow>, Error> {
         // A fixed column list; the id is bound.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -190,12 +196,12 @@ impl Store {
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<JobRow>, Error> {
         // A fixed column list; the filters are bound.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR kind = ?1) \
-             AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR kind = $1) \
+             AND ($2 IS NULL OR status = $2) ORDER BY id DESC LIMIT $3"
         )))
         .bind(&f.kind)
         .bind(&f.status)
-        .bind(if f.limit <= 0 { -1 } else { f.limit })
+        .bind(if f.limit <= 0 { i64::MAX } else { f.limit })
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
@@ -206,11 +212,11 @@ impl Store {
     pub async fn queue_stats(&self, now: i64) -> Result<Vec<QueueStats>, Error> {
         let rows = sqlx::query(
             "SELECT kind, \
-               SUM(status = 'queued') AS queued, \
-               COALESCE(?1 - MIN(CASE WHEN status = 'queued' AND next_run_at <= ?1 \
+               SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END) AS queued, \
+               COALESCE($1 - MIN(CASE WHEN status = 'queued' AND next_run_at <= $1 \
                  THEN next_run_at END), 0) AS oldest_due_age_ms, \
-               SUM(status = 'following') AS following, \
-               SUM(status = 'running') AS running \
+               SUM(CASE WHEN status = 'following' THEN 1 ELSE 0 END) AS following, \
+               SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS running \
              FROM jobs WHERE status IN ('queued', 'following', 'running') GROUP BY kind",
         )
         .bind(now)
@@ -241,7 +247,7 @@ impl Store {
 }
 
 pub(super) async fn insert_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job: &NewJob,
 ) -> Result<Inserted, Error> {
     let now = now_ms();
@@ -253,7 +259,7 @@ pub(super) async fn insert_in(
         "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
            idempotency_key, error_code, error_msg, created_at, finished_at, updated_at, slot, \
            lane) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
     )
     .bind(&job.kind)
     .bind(&job.params)
@@ -276,12 +282,12 @@ pub(super) async fn insert_in(
     Ok(Inserted::New(id))
 }
 
-fn json_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Option<serde_json::Value>, Error> {
+fn json_col(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<serde_json::Value>, Error> {
     let text: Option<String> = row.try_get(col)?;
     Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))))
 }
 
-pub(super) fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, Error> {
+pub(super) fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, Error> {
     Ok(JobRow {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,

@@ -10,7 +10,7 @@
 use sqlx::Row;
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
-use super::{Error, JobRow, Store};
+use super::{json_ids, Error, JobRow, Store};
 use crate::{now_ms, rfc3339, JobId, Source, Status};
 
 /// The `error_code` of a cancelled job and the `outcome` of its dropped attempt.
@@ -80,7 +80,7 @@ impl Store {
     async fn cancel_tx(&self, id: JobId, who: &str) -> Result<Cancel, Error> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT status, error_msg FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT status, error_msg FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -100,9 +100,9 @@ impl Store {
         }
         let msg = format!("cancelled by {who} at {}", rfc3339(now));
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', error_code = ?, error_msg = ?, \
-               http_status = NULL, finished_at = ?, updated_at = ? \
-             WHERE id = ? AND status IN ('queued', 'following', 'running')",
+            "UPDATE jobs SET status = 'cancelled', error_code = $1, error_msg = $2, \
+               http_status = NULL, finished_at = $3, updated_at = $4 \
+             WHERE id = $5 AND status IN ('queued', 'following', 'running')",
         )
         .bind(CANCELLED)
         .bind(&msg)
@@ -116,8 +116,8 @@ impl Store {
             return Ok(Cancel::Final(status));
         }
         sqlx::query(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, error_code = ?, error_msg = ? \
-             WHERE job_id = ? AND outcome IS NULL",
+            "UPDATE attempts SET finished_at = $1, outcome = $2, error_code = $3, error_msg = $4 \
+             WHERE job_id = $5 AND outcome IS NULL",
         )
         .bind(now)
         .bind(CANCELLED)
@@ -136,10 +136,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)) \
-               AND status = 'cancelled'",
-        )
+        Ok(sqlx::query_scalar(self.pick(json_ids!(
+            "SELECT id FROM jobs WHERE id IN ",
+            "1",
+            " AND status = 'cancelled'"
+        )))
         .bind(list)
         .fetch_all(&self.pool)
         .await?)
@@ -187,14 +188,14 @@ impl Store {
     ) -> Result<Replayed, Error> {
         let r = async {
             let mut tx = self.write_tx().await?;
-            let matching = "FROM jobs j WHERE j.status = ?1 AND (?2 IS NULL OR j.kind = ?2) \
-                   AND (?3 IS NULL OR j.finished_at >= ?3) AND (?4 IS NULL OR j.schedule = ?4) \
+            let matching = "FROM jobs j WHERE j.status = $1 AND ($2 IS NULL OR j.kind = $2) \
+                   AND ($3 IS NULL OR j.finished_at >= $3) AND ($4 IS NULL OR j.schedule = $4) \
                    AND j.retry_of IS NULL \
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.retry_of = j.id)";
             // Unqualified columns are the outer `j`'s: `r` lives only in the subquery.
             // Dynamic only in the fixed column list and filter text: every value is bound.
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {JOB_COLUMNS} {matching} ORDER BY j.id LIMIT ?5"
+                "SELECT {JOB_COLUMNS} {matching} ORDER BY j.id LIMIT $5"
             )))
             .bind(&f.status)
             .bind(&f.kind)
@@ -237,7 +238,7 @@ impl Store {
     /// job that recorded it, when it was refused (a rejected request holds no key).
     pub async fn job_for_key(&self, key: &str) -> Result<Option<JobId>, Error> {
         let served: Option<JobId> =
-            sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = ?")
+            sqlx::query_scalar("SELECT job_id FROM requests WHERE idem_key = $1")
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -246,7 +247,7 @@ impl Store {
         }
         // Read through the (status, next_run_at) index: rejected rows only.
         Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE status = 'rejected' AND idempotency_key = ? \
+            "SELECT id FROM jobs WHERE status = 'rejected' AND idempotency_key = $1 \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(key)
@@ -281,11 +282,11 @@ fn not_replayable(job: &JobRow) -> Option<String> {
 }
 
 async fn get_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: JobId,
 ) -> Result<Option<JobRow>, Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -294,7 +295,7 @@ async fn get_in(
 }
 
 async fn insert_replay(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job: &JobRow,
     source: Source,
     max_attempts: u32,
@@ -305,7 +306,7 @@ async fn insert_replay(
     Ok(sqlx::query_scalar(
         "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
            created_at, updated_at, retry_of, lane) \
-         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(&job.kind)
     .bind(job.params.to_string())

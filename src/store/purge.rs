@@ -60,11 +60,13 @@ impl Store {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE jobs SET checkpoint = ?, updated_at = ? WHERE id = ? AND status = 'running'",
+            "UPDATE jobs SET checkpoint = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running' AND owner = $4",
         )
         .bind(checkpoint.to_string())
         .bind(now)
         .bind(job_id)
+        .bind(self.instance())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -73,7 +75,7 @@ impl Store {
         for it in items {
             sqlx::query(
                 "INSERT INTO purge_items (job_id, batch, item_id, format, uri, kind, modified, \
-                   outcome, message, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   outcome, message, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(job_id)
             .bind(it.batch)
@@ -120,8 +122,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for o in outcomes {
             sqlx::query(
-                "UPDATE purge_items SET outcome = ?, message = ?, recorded_at = ? \
-                 WHERE job_id = ? AND batch = ? AND item_id = ? AND uri = ? AND outcome = 'pending'",
+                "UPDATE purge_items SET outcome = $1, message = $2, recorded_at = $3 \
+                 WHERE job_id = $4 AND batch = $5 AND item_id = $6 AND uri = $7 AND outcome = 'pending'",
             )
             .bind(&o.outcome)
             .bind(&o.message)
@@ -140,7 +142,7 @@ impl Store {
     /// How many items of `job_id` have each outcome.
     pub async fn purge_counts(&self, job_id: JobId) -> Result<Vec<(String, i64)>, Error> {
         let rows = sqlx::query(
-            "SELECT outcome, COUNT(*) AS n FROM purge_items WHERE job_id = ? GROUP BY outcome",
+            "SELECT outcome, COUNT(*) AS n FROM purge_items WHERE job_id = $1 GROUP BY outcome",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -174,8 +176,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for o in outcomes {
             sqlx::query(
-                "UPDATE purge_items SET outcome = ?, message = ?, recorded_at = ? \
-                 WHERE job_id = ? AND item_id = ? AND uri = ? AND outcome = 'unconfirmed'",
+                "UPDATE purge_items SET outcome = $1, message = $2, recorded_at = $3 \
+                 WHERE job_id = $4 AND item_id = $5 AND uri = $6 AND outcome = 'unconfirmed'",
             )
             .bind(&o.outcome)
             .bind(&o.message)
@@ -197,7 +199,7 @@ impl Store {
     ) -> Result<Vec<PurgeItemRow>, Error> {
         let rows = sqlx::query(
             "SELECT batch, item_id, format, uri, kind, modified, outcome, message \
-             FROM purge_items WHERE job_id = ? AND (? IS NULL OR outcome = ?) \
+             FROM purge_items WHERE job_id = $1 AND ($2 IS NULL OR outcome = $3) \
              ORDER BY batch IS NULL, batch, rowid",
         )
         .bind(job_id)

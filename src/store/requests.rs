@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Error, Inserted, NewJob, Store};
+use super::{Backend, Error, Inserted, NewJob, OnBackend, Store};
 use crate::{JobId, Status};
 
 impl Store {
@@ -14,7 +14,7 @@ impl Store {
         id: JobId,
     ) -> Result<Vec<(String, Option<String>, String)>, Error> {
         let rows = sqlx::query(
-            "SELECT source, idem_key, outcome FROM requests WHERE job_id = ? ORDER BY id",
+            "SELECT source, idem_key, outcome FROM requests WHERE job_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -36,7 +36,7 @@ impl Store {
 /// parameters when `job.coalesce` ([`Inserted::Coalesced`], recorded as a request of it).
 /// `None`: a new job is to be inserted.
 pub(super) async fn earlier(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job: &NewJob,
     now: i64,
 ) -> Result<Option<Inserted>, Error> {
@@ -50,17 +50,26 @@ pub(super) async fn earlier(
     let coalescible = job.coalesce && job.status == Status::Queued;
     if key.is_some() || coalescible {
         // One statement for both look-ups: an earlier request with this key, a queued job to join.
-        let row = sqlx::query(
-            "SELECT (SELECT job_id FROM requests WHERE ?1 IS NOT NULL AND idem_key = ?1) AS dup, \
-                    (SELECT id FROM jobs WHERE ?2 AND kind = ?3 AND status = 'queued' \
-                       AND params = ?4 ORDER BY id LIMIT 1) AS joinable",
-        )
-        .bind(key)
-        .bind(coalescible)
-        .bind(&job.kind)
-        .bind(&job.params)
-        .fetch_one(&mut **tx)
-        .await?;
+        // PostgreSQL indexes the parameters' digest (a B-tree entry cannot hold a long text).
+        let sql = match tx.backend() {
+            Backend::Sqlite => {
+                "SELECT (SELECT job_id FROM requests WHERE $1 IS NOT NULL AND idem_key = $1) AS dup, \
+                        (SELECT id FROM jobs WHERE $2 AND kind = $3 AND status = 'queued' \
+                           AND params = $4 ORDER BY id LIMIT 1) AS joinable"
+            }
+            Backend::Postgres => {
+                "SELECT (SELECT job_id FROM requests WHERE $1 IS NOT NULL AND idem_key = $1) AS dup, \
+                        (SELECT id FROM jobs WHERE $2 AND kind = $3 AND status = 'queued' \
+                           AND md5(params) = md5($4) AND params = $4 ORDER BY id LIMIT 1) AS joinable"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(key)
+            .bind(coalescible)
+            .bind(&job.kind)
+            .bind(&job.params)
+            .fetch_one(&mut **tx)
+            .await?;
         if let Some(id) = row.try_get::<Option<i64>, _>("dup")? {
             return Ok(Some(Inserted::Duplicate(id)));
         }
@@ -73,7 +82,7 @@ pub(super) async fn earlier(
 }
 
 async fn record_request(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: JobId,
     job: &NewJob,
     key: Option<&str>,
@@ -82,7 +91,7 @@ async fn record_request(
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO requests (job_id, source, idem_key, outcome, received_at) \
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(job_id)
     .bind(job.source.as_str())

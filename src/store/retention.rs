@@ -12,7 +12,7 @@
 //! Each batch is one short write transaction, so jobs keep being claimed and settled while a
 //! large backlog is pruned; a passive WAL checkpoint follows the last batch.
 
-use super::{Error, Store};
+use super::{json_ids, Backend, Error, Store};
 
 /// What one pruning pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Store {
             }
             tokio::time::sleep(pause).await;
         }
-        if total.jobs > 0 {
+        if total.jobs > 0 && self.backend == Backend::Sqlite {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&self.pool)
                 .await?;
@@ -70,9 +70,9 @@ impl Store {
     async fn prune_batch(&self, cutoff: i64, batch: usize) -> Result<Pruned, Error> {
         let mut tx = self.write_tx().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
                AND status NOT IN ('queued', 'running', 'following') \
-             ORDER BY finished_at LIMIT ?",
+             ORDER BY finished_at LIMIT $2",
         )
         .bind(cutoff)
         .bind(batch as i64)
@@ -85,15 +85,19 @@ impl Store {
         let mut out = Pruned::default();
         for (sql, slot) in [
             (
-                "DELETE FROM attempts WHERE job_id IN (SELECT value FROM json_each(?))",
+                self.pick(json_ids!("DELETE FROM attempts WHERE job_id IN ", "1", "")),
                 &mut out.attempts,
             ),
             (
-                "DELETE FROM requests WHERE job_id IN (SELECT value FROM json_each(?))",
+                self.pick(json_ids!("DELETE FROM requests WHERE job_id IN ", "1", "")),
                 &mut out.requests,
             ),
             (
-                "DELETE FROM purge_items WHERE job_id IN (SELECT value FROM json_each(?))",
+                self.pick(json_ids!(
+                    "DELETE FROM purge_items WHERE job_id IN ",
+                    "1",
+                    ""
+                )),
                 &mut out.purge_items,
             ),
         ] {
@@ -103,14 +107,15 @@ impl Store {
                 .await?
                 .rows_affected();
         }
-        sqlx::query(
-            "UPDATE storage_snapshots SET job_id = NULL \
-             WHERE job_id IN (SELECT value FROM json_each(?))",
-        )
+        sqlx::query(self.pick(json_ids!(
+            "UPDATE storage_snapshots SET job_id = NULL WHERE job_id IN ",
+            "1",
+            ""
+        )))
         .bind(&list)
         .execute(&mut *tx)
         .await?;
-        out.jobs = sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+        out.jobs = sqlx::query(self.pick(json_ids!("DELETE FROM jobs WHERE id IN ", "1", "")))
             .bind(&list)
             .execute(&mut *tx)
             .await?
@@ -120,8 +125,26 @@ impl Store {
     }
 
     /// Runs `VACUUM` (the file shrinks to what it holds), then truncates the WAL; returns the
-    /// sizes of the database file and its WAL before and after.
+    /// sizes of the database file and its WAL before and after. On PostgreSQL: `VACUUM` of
+    /// every table (space is reused, not returned to the system), and the database's size.
     pub async fn vacuum(&self, path: &std::path::Path) -> Result<Vacuumed, Error> {
+        if self.backend == Backend::Postgres {
+            let size = || async {
+                sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+                    .fetch_one(&self.pool)
+                    .await
+            };
+            let before = size().await?;
+            let r = sqlx::query("VACUUM (ANALYZE)")
+                .execute(&self.pool)
+                .await
+                .map_err(Error::from);
+            self.observe(r)?;
+            return Ok(Vacuumed {
+                before: before.max(0) as u64,
+                after: size().await?.max(0) as u64,
+            });
+        }
         let size = || {
             let wal = {
                 let mut p = path.as_os_str().to_owned();

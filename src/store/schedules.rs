@@ -53,34 +53,37 @@ impl Store {
         job.schedule = Some(name.to_string());
         job.slot = Some(slot);
         let job = &job;
-        let r = async {
-            let mut tx = self.write_tx().await?;
-            let paused: Option<bool> =
-                sqlx::query_scalar("SELECT paused <> 0 FROM schedules WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let fired = if paused == Some(true) {
-                Fired::Paused
-            } else if let Some(id) =
-                sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE schedule = ? AND slot = ?")
-                    .bind(name)
-                    .bind(slot)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            {
-                Fired::Already(id)
-            } else {
-                match scheduled_in(&mut tx, job, behind).await? {
-                    (id, true) => Fired::Skipped(id),
-                    (id, false) => Fired::Queued(id),
-                }
-            };
-            advance_in(&mut tx, name, slot).await?;
-            tx.commit().await?;
-            Ok(fired)
-        }
-        .await;
+        let r = self
+            .again_if_raced(|| async {
+                let mut tx = self.write_tx().await?;
+                let paused: Option<bool> =
+                    sqlx::query_scalar::<_, i64>("SELECT paused FROM schedules WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|p| p != 0);
+                let fired = if paused == Some(true) {
+                    Fired::Paused
+                } else if let Some(id) = sqlx::query_scalar::<_, i64>(
+                    "SELECT id FROM jobs WHERE schedule = $1 AND slot = $2",
+                )
+                .bind(name)
+                .bind(slot)
+                .fetch_optional(&mut *tx)
+                .await?
+                {
+                    Fired::Already(id)
+                } else {
+                    match scheduled_in(&mut tx, job, behind).await? {
+                        (id, true) => Fired::Skipped(id),
+                        (id, false) => Fired::Queued(id),
+                    }
+                };
+                advance_in(&mut tx, name, slot).await?;
+                tx.commit().await?;
+                Ok(fired)
+            })
+            .await;
         let fired = self.observe(r)?;
         if matches!(fired, Fired::Queued(_)) {
             self.work.notify_one();
@@ -91,13 +94,14 @@ impl Store {
     /// Inserts a job of a schedule fired by hand (no slot): `skipped` when a job of the same
     /// schedule is still active. Returns the insert and whether it was skipped.
     pub async fn insert_scheduled(&self, job: &NewJob) -> Result<(Inserted, bool), Error> {
-        let r = async {
-            let mut tx = self.write_tx().await?;
-            let (id, skipped) = scheduled_in(&mut tx, job, false).await?;
-            tx.commit().await?;
-            Ok((Inserted::New(id), skipped))
-        }
-        .await;
+        let r = self
+            .again_if_raced(|| async {
+                let mut tx = self.write_tx().await?;
+                let (id, skipped) = scheduled_in(&mut tx, job, false).await?;
+                tx.commit().await?;
+                Ok((Inserted::New(id), skipped))
+            })
+            .await;
         let r = self.observe(r)?;
         if !r.1 {
             self.work.notify_one();
@@ -121,7 +125,7 @@ impl Store {
     /// The latest slot `schedule` dealt with.
     pub async fn last_slot(&self, schedule: &str) -> Result<Option<i64>, Error> {
         Ok(
-            sqlx::query_scalar("SELECT last_slot FROM schedules WHERE name = ?")
+            sqlx::query_scalar("SELECT last_slot FROM schedules WHERE name = $1")
                 .bind(schedule)
                 .fetch_optional(&self.pool)
                 .await?
@@ -135,20 +139,21 @@ impl Store {
         let r = async {
             let mut tx = self.write_tx().await?;
             let was: Option<bool> =
-                sqlx::query_scalar("SELECT paused <> 0 FROM schedules WHERE name = ?")
+                sqlx::query_scalar::<_, i64>("SELECT paused FROM schedules WHERE name = $1")
                     .bind(schedule)
                     .fetch_optional(&mut *tx)
-                    .await?;
+                    .await?
+                    .map(|p| p != 0);
             let changed = was.unwrap_or(false) != paused;
             if changed {
                 sqlx::query(
                     "INSERT INTO schedules (name, paused, paused_by, paused_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?4) \
-                     ON CONFLICT (name) DO UPDATE SET paused = ?2, paused_by = ?3, \
-                       paused_at = ?4, updated_at = ?4",
+                     VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (name) DO UPDATE SET paused = $2, paused_by = $3, \
+                       paused_at = $4, updated_at = $4",
                 )
                 .bind(schedule)
-                .bind(paused)
+                .bind(paused as i64)
                 .bind(by)
                 .bind(now)
                 .execute(&mut *tx)
@@ -208,13 +213,13 @@ impl Store {
 /// schedule is still queued, running or following — unless `behind`: then it is queued (its
 /// lane makes it wait for the active one). Returns its id and whether it was skipped.
 async fn scheduled_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job: &NewJob,
     behind: bool,
 ) -> Result<(JobId, bool), Error> {
     let active: Option<i64> = if job.status == Status::Queued && !behind {
         sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE schedule = ? \
+            "SELECT id FROM jobs WHERE schedule = $1 \
              AND status IN ('queued', 'running', 'following') LIMIT 1",
         )
         .bind(&job.schedule)
@@ -237,14 +242,15 @@ async fn scheduled_in(
 
 /// Sets `schedule`'s latest slot to `slot` unless it is later already.
 async fn advance_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     schedule: &str,
     slot: i64,
 ) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO schedules (name, last_slot, updated_at) VALUES (?1, ?2, ?3) \
+        "INSERT INTO schedules (name, last_slot, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (name) DO UPDATE SET \
-           last_slot = MAX(COALESCE(last_slot, ?2), ?2), updated_at = ?3",
+           last_slot = CASE WHEN schedules.last_slot IS NULL OR schedules.last_slot < $2 \
+             THEN $2 ELSE schedules.last_slot END, updated_at = $3",
     )
     .bind(schedule)
     .bind(slot)

@@ -81,7 +81,7 @@ impl Store {
                     .collect()
             }
         };
-        let results = match settle_rows(&mut tx, items, now).await {
+        let results = match settle_rows(&mut tx, self.instance(), items, now).await {
             Ok(r) => r,
             Err(e) => {
                 // A failed statement: give up on the whole batch.
@@ -217,7 +217,8 @@ fn plan<'a>(job: &'a JobRow, t: &'a Transition, now: i64) -> Plan<'a> {
 /// their attempts: the one place that moves a job out of `running`. Each job's update is guarded
 /// by `status = 'running'`; a job no longer running gets [`Error::LostOwnership`].
 async fn settle_rows(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
     items: &[(JobRow, Transition)],
     now: i64,
 ) -> Result<Vec<Result<(), Error>>, Error> {
@@ -225,7 +226,7 @@ async fn settle_rows(
         return Ok(Vec::new());
     }
     let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
-    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; items.len()].join(", ");
+    let rows = super::value_rows(items.len(), 11, 3);
     let sql = format!(
         "WITH v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
                  checkpoint, finished) AS (VALUES {rows}) \
@@ -234,11 +235,14 @@ async fn settle_rows(
            http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
            result = COALESCE(v.result, jobs.result), \
            checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
-           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = ? \
-         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' RETURNING jobs.id"
+           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = $1 \
+         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = $2 \
+         RETURNING jobs.id"
     );
     // Dynamic only in the number of placeholder rows.
-    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(owner);
     for ((job, _), p) in items.iter().zip(&plans) {
         q = q
             .bind(job.id)
@@ -253,30 +257,25 @@ async fn settle_rows(
             .bind(p.checkpoint.clone())
             .bind(p.finished);
     }
-    // Positional parameters follow the text: the rows' values, then `updated_at`.
-    let settled: std::collections::HashSet<i64> = q
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
+    let settled: std::collections::HashSet<i64> =
+        q.fetch_all(&mut **tx).await?.into_iter().collect();
     let attempts: Vec<_> = items
         .iter()
         .zip(&plans)
         .filter(|((job, _), _)| !job.is_poll() && settled.contains(&job.id))
         .collect();
     if !attempts.is_empty() {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; attempts.len()].join(", ");
+        let rows = super::value_rows(attempts.len(), 7, 2);
         let sql = format!(
             "WITH v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
                AS (VALUES {rows}) \
-             UPDATE attempts SET finished_at = ?, outcome = v.outcome, \
+             UPDATE attempts SET finished_at = $1, outcome = v.outcome, \
                http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
                retry_delay_ms = v.delay \
              FROM v WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
         );
         // Dynamic only in the number of placeholder rows.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
         for ((job, _), p) in attempts {
             q = q
                 .bind(job.id)
@@ -287,7 +286,7 @@ async fn settle_rows(
                 .bind(p.err.map(|e| e.error_msg.clone()))
                 .bind(p.delay);
         }
-        q.bind(now).execute(&mut **tx).await?;
+        q.execute(&mut **tx).await?;
     }
     Ok(items
         .iter()

@@ -64,7 +64,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO storage_snapshots (job_id, taken_at, formats, total_bytes, total_text, \
-               total_count) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+               total_count) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(job_id)
         .bind(now)
@@ -77,7 +77,7 @@ impl Store {
         for r in &s.repos {
             sqlx::query(
                 "INSERT INTO storage_repo_usage (snapshot_id, repo_id, format, used_bytes, \
-                   used_text, files_count) VALUES (?, ?, ?, ?, ?, ?)",
+                   used_text, files_count) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
             .bind(&r.repo_id)
@@ -91,7 +91,7 @@ impl Store {
         for t in &s.trend {
             sqlx::query(
                 "INSERT INTO storage_trend (repo_id, day, used_bytes, used_text, files_count, \
-                   updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                   updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (repo_id, day) DO UPDATE SET used_bytes = excluded.used_bytes, \
                    used_text = excluded.used_text, files_count = excluded.files_count, \
                    updated_at = excluded.updated_at",
@@ -123,7 +123,7 @@ impl Store {
         let id: i64 = row.try_get("id")?;
         let repos = sqlx::query(
             "SELECT repo_id, format, used_bytes, used_text, files_count FROM storage_repo_usage \
-             WHERE snapshot_id = ? ORDER BY used_bytes DESC, repo_id",
+             WHERE snapshot_id = $1 ORDER BY used_bytes DESC, repo_id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -155,7 +155,7 @@ impl Store {
     pub async fn storage_trend(&self, repo_id: &str, days: u32) -> Result<Vec<TrendPoint>, Error> {
         let rows = sqlx::query(
             "SELECT repo_id, day, used_bytes, used_text, files_count FROM \
-               (SELECT * FROM storage_trend WHERE repo_id = ? ORDER BY day DESC LIMIT ?) \
+               (SELECT * FROM storage_trend WHERE repo_id = $1 ORDER BY day DESC LIMIT $2) \
              ORDER BY day",
         )
         .bind(repo_id)

@@ -1,5 +1,7 @@
-//! The spawn helper: each test gets its own simulator on port 0, its own SQLite file in a
-//! temporary directory, and its own daemon, and talks to them as a user would.
+//! The spawn helper: each test gets its own simulator on port 0, its own store (a SQLite file in
+//! a temporary directory, or with `SYNCD_TEST_BACKEND=postgres` a schema of its own in the
+//! PostgreSQL database `test` on 127.0.0.1:5432, dropped afterwards), and its own daemon, and
+//! talks to them as a user would.
 #![allow(dead_code)]
 
 pub mod broker;
@@ -69,6 +71,75 @@ password = { file = "upstream-password" }
 /// The source-repository password in the `upstream` credential profile.
 pub const UPSTREAM_PASSWORD: &str = "upstream-s3cret-Pa55";
 
+/// True when this test run uses PostgreSQL (`SYNCD_TEST_BACKEND=postgres`), not SQLite.
+pub fn postgres() -> bool {
+    std::env::var("SYNCD_TEST_BACKEND").is_ok_and(|v| v == "postgres")
+}
+
+/// The PostgreSQL server and database the suite uses (trust authentication).
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A schema of one test's own on [`PG_SERVER`], dropped (with everything in it) on drop.
+pub struct PgSchema {
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn create() -> PgSchema {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        pg_exec(format!("CREATE SCHEMA {name}"));
+        PgSchema { name }
+    }
+
+    /// The store URL whose connections see only this schema.
+    pub fn url(&self) -> String {
+        format!("{PG_SERVER}?options=-c%20search_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        pg_exec(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+/// Runs one statement on [`PG_SERVER`] from a thread of its own (callable from sync code and
+/// from inside a runtime alike).
+fn pg_exec(sql: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::postgres::PgConnection::connect(PG_SERVER)
+                .await
+                .expect("PostgreSQL answers on 127.0.0.1:5432 (database test)");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("schema statement");
+        })
+    })
+    .join()
+    .expect("schema thread");
+}
+
+/// The `[store]` lines of a test's config: the SQLite file, or `pg`'s schema.
+fn store_section(pg: Option<&PgSchema>) -> String {
+    match pg {
+        None => String::new(),
+        Some(pg) => format!("url = {:?}\n", pg.url()),
+    }
+}
+
 /// One test's world.
 pub struct TestApp {
     pub dir: tempfile::TempDir,
@@ -77,6 +148,8 @@ pub struct TestApp {
     pub url: String,
     pub cfg: Arc<Config>,
     pub store: Store,
+    /// The test's PostgreSQL schema, when the suite runs on PostgreSQL.
+    pub pg: Option<PgSchema>,
     daemon: Option<(CancellationToken, JoinHandle<()>, tokio::task::AbortHandle)>,
 }
 
@@ -92,7 +165,14 @@ pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
     std::fs::write(dir.path().join("password"), &sim_cfg.password).unwrap();
     std::fs::write(dir.path().join("upstream-user"), "mirror-bot").unwrap();
     std::fs::write(dir.path().join("upstream-password"), UPSTREAM_PASSWORD).unwrap();
-    let text = format!("{}\n{extra}", BASE_CONFIG.replace("{url}", &url));
+    let pg = postgres().then(PgSchema::create);
+    let text = format!(
+        "{}\n{extra}",
+        BASE_CONFIG.replace("{url}", &url).replace(
+            "synchronous = \"normal\"\n",
+            &format!("synchronous = \"normal\"\n{}", store_section(pg.as_ref()))
+        )
+    );
     std::fs::write(dir.path().join("config.toml"), &text).unwrap();
     let cfg = Config::load(&dir.path().join("config.toml")).expect("test config is valid");
     let store = Store::open(&cfg.store).await.expect("store opens");
@@ -103,6 +183,7 @@ pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
         url,
         cfg: Arc::new(cfg),
         store,
+        pg,
         daemon: None,
     }
 }
@@ -145,6 +226,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// A connection pool of the test's own on its store, for SQL a test runs behind the
+    /// daemon's back (tampering, ageing rows); portable SQL runs on both backends.
+    pub async fn raw_db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = match &self.pg {
+            Some(pg) => pg.url(),
+            None => format!("sqlite://{}", self.cfg.store.path.display()),
+        };
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("raw connection to the store")
+    }
+
     /// The config file path (for the binary).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")
