@@ -167,12 +167,6 @@ async fn a_walk_resumes_after_a_crash_without_gaps_or_duplicates() {
     assert!(after < 190, "{after} pages after the restart");
 }
 
-async fn raw_pool(app: &TestApp) -> sqlx::SqlitePool {
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", app.cfg.store.path.display()))
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn tampering_with_an_archived_row_makes_audit_verify_fail_and_name_it() {
     let mut app = app().await;
@@ -189,13 +183,13 @@ async fn tampering_with_an_archived_row_makes_audit_verify_fail_and_name_it() {
     assert!(stdout.contains(&format!("{n} records")), "{stdout}");
 
     // Change one word in the 11th archived record.
-    let pool = raw_pool(&app).await;
+    let pool = app.raw_db().await;
     let (seq, record_id): (i64, String) =
         sqlx::query_as("SELECT seq, record_id FROM audit_archive ORDER BY seq LIMIT 1 OFFSET 10")
             .fetch_one(&pool)
             .await
             .unwrap();
-    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"', '\"operation\":\"x') WHERE seq = ?")
+    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"', '\"operation\":\"x') WHERE seq = $1")
         .bind(seq)
         .execute(&pool)
         .await
@@ -213,19 +207,19 @@ async fn tampering_with_an_archived_row_makes_audit_verify_fail_and_name_it() {
     assert_eq!(v["broken"]["record_id"], record_id.as_str());
 
     // Removing a row breaks the link of the row after it.
-    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"x', '\"operation\":\"') WHERE seq = ?")
+    sqlx::query("UPDATE audit_archive SET record = replace(record, '\"operation\":\"x', '\"operation\":\"') WHERE seq = $1")
         .bind(seq)
         .execute(&pool)
         .await
         .unwrap();
     assert!(app.cli(&["audit", "verify"]).status.success());
-    sqlx::query("DELETE FROM audit_archive WHERE seq = ?")
+    sqlx::query("DELETE FROM audit_archive WHERE seq = $1")
         .bind(seq)
         .execute(&pool)
         .await
         .unwrap();
     let (next_id,): (String,) =
-        sqlx::query_as("SELECT record_id FROM audit_archive WHERE seq > ? ORDER BY seq LIMIT 1")
+        sqlx::query_as("SELECT record_id FROM audit_archive WHERE seq > $1 ORDER BY seq LIMIT 1")
             .bind(seq)
             .fetch_one(&pool)
             .await

@@ -285,13 +285,7 @@ async fn github_pushes_are_verified_by_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_commit_answers_503_and_keeps_nothing_half_done() {
     let (mut app, base) = hook_app(None).await;
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.cfg.store.path.display()))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TRIGGER no_room BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;")
-        .execute(&db)
-        .await
-        .unwrap();
+    app.fill_store().await;
     let url = format!("{base}/hooks/codearts-repo");
     let body =
         serde_json::to_vec(&codearts_push("platform/api", 1, "refs/heads/main", "99")).unwrap();
@@ -308,10 +302,7 @@ async fn a_store_that_cannot_commit_answers_503_and_keeps_nothing_half_done() {
         jobs(&app).await.is_empty(),
         "nothing stored, nothing answered 202"
     );
-    sqlx::query("DROP TRIGGER no_room")
-        .execute(&db)
-        .await
-        .unwrap();
+    app.unfill_store().await;
     let (status, answer) = post(&url, &[("X-Repo-Token", TOKEN)], &body).await;
     assert_eq!(status, 202, "the retry goes through: {answer}");
     app.stop().await;

@@ -65,6 +65,8 @@ impl JobKind {
                 .get("repository_id")
                 .and_then(Value::as_u64)
                 .map(|id| format!("remote_mirror:{id}")),
+            // One purge of the account's recycle bin at a time, across every instance.
+            JobKind::PurgeRecycleBin => Some("purge_recycle_bin".to_string()),
             _ => None,
         }
     }

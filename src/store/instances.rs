@@ -56,13 +56,20 @@ impl Store {
     /// than `lease` (and jobs running with no known owner, untouched for as long); returns how
     /// many. One transaction; the guarded `UPDATE` makes two instances doing it at once harmless.
     pub async fn take_over(&self, lease: std::time::Duration) -> Result<u64, Error> {
-        let now = now_ms();
-        let cutoff = now - lease.as_millis() as i64;
         // The owners whose jobs are taken back: stopped, silent past the lease, or unknown.
         let orphaned = "status = 'running' AND owner IS DISTINCT FROM $2 AND (owner IS NULL \
              OR owner IN (SELECT id FROM instances WHERE stopped_at IS NOT NULL \
                           OR heartbeat_at < $1) \
              OR (owner NOT IN (SELECT id FROM instances) AND updated_at < $1))";
+        self.put_back(orphaned, lease.as_millis() as i64).await
+    }
+
+    /// Puts the running jobs `which` selects (`$1`: the lease's cutoff, `$2`: this instance)
+    /// back to what they were claimed from, closing their open attempts as interrupted.
+    async fn put_back(&self, which: &str, lease_ms: i64) -> Result<u64, Error> {
+        let now = now_ms();
+        let cutoff = now - lease_ms;
+        let orphaned = which;
         let attempts = format!(
             "UPDATE attempts SET finished_at = $3, outcome = 'interrupted', error_msg = $4 \
              WHERE outcome IS NULL AND job_id IN (SELECT id FROM jobs WHERE {orphaned})"
@@ -101,6 +108,13 @@ impl Store {
             self.work.notify_one();
         }
         Ok(n)
+    }
+
+    /// Takes back the jobs `running` under this instance's own id (see
+    /// [`Store::recover_running`]).
+    pub(super) async fn take_back_own(&self) -> Result<u64, Error> {
+        self.put_back("status = 'running' AND owner = $2 AND updated_at < $1", -1)
+            .await
     }
 
     /// The instances known to the store, newest heartbeat first, with their running jobs.

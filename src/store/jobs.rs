@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{requests, Error, Store};
+use super::{requests, Backend, Error, OnBackend, Store};
 use crate::{now_ms, JobId, Source, Status};
 
 /// A job as stored.
@@ -156,7 +156,9 @@ impl Store {
     pub async fn recover_running(&self, lease: std::time::Duration) -> Result<u64, Error> {
         if self.is_shared() {
             self.heartbeat().await?;
-            return self.take_over(lease).await;
+            // This instance runs nothing yet: jobs still `running` under its own id were left
+            // by an earlier run in this process (a daemon restarted on the same handle).
+            return Ok(self.take_back_own().await? + self.take_over(lease).await?);
         }
         let now = now_ms();
         let mut tx = self.write_tx().await?;
@@ -255,22 +257,32 @@ pub(super) async fn insert_in(
         return Ok(earlier);
     }
     let finished = job.status.is_final().then_some(now);
+    // PostgreSQL's text cannot hold NUL, which a rejected submission's raw bytes may contain:
+    // there it is stored as U+FFFD (SQLite keeps it).
+    let pg = tx.backend() == Backend::Postgres;
+    let text = |s: &str| -> String {
+        if pg && s.contains('\0') {
+            s.replace('\0', "\u{FFFD}")
+        } else {
+            s.to_string()
+        }
+    };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
            idempotency_key, error_code, error_msg, created_at, finished_at, updated_at, slot, \
            lane) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
     )
-    .bind(&job.kind)
-    .bind(&job.params)
+    .bind(text(&job.kind))
+    .bind(text(&job.params))
     .bind(job.source.as_str())
     .bind(&job.schedule)
     .bind(job.status.as_str())
     .bind(job.max_attempts as i64)
     .bind(now)
-    .bind(&job.idempotency_key)
+    .bind(job.idempotency_key.as_deref().map(text))
     .bind(&job.error_code)
-    .bind(&job.error_msg)
+    .bind(job.error_msg.as_deref().map(text))
     .bind(now)
     .bind(finished)
     .bind(now)

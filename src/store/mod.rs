@@ -333,6 +333,17 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.busy_timeout.max(Duration::from_secs(1)))
+            // Statements are prepared once per connection. PostgreSQL would soon plan them
+            // generically, with the statistics of a table that was empty then (a new store):
+            // an archive page's look-up by record id became a full scan, 100 ms a page at
+            // 20,000 records. A plan per execution follows the table as it grows.
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET plan_cache_mode = force_custom_plan")
+                        .await?;
+                    Ok(())
+                })
+            })
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(usable(conn)) }))
             .connect_with(opts)
             .await

@@ -226,6 +226,38 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// From now on every insert into `jobs` fails as on a full disk (SQLite: "database or disk
+    /// is full"; PostgreSQL: SQLSTATE 53100, disk full), until [`TestApp::unfill_store`].
+    pub async fn fill_store(&self) {
+        let db = self.raw_db().await;
+        let statements: &[&str] = if self.pg.is_some() {
+            &[
+                "CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' \
+                 USING ERRCODE = 'disk_full'; END $$",
+                "CREATE TRIGGER no_room BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION no_room()",
+            ]
+        } else {
+            &["CREATE TRIGGER no_room BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;"]
+        };
+        for sql in statements {
+            sqlx::query(*sql).execute(&db).await.unwrap();
+        }
+        db.close().await;
+    }
+
+    /// Room again after [`TestApp::fill_store`].
+    pub async fn unfill_store(&self) {
+        let db = self.raw_db().await;
+        let sql = if self.pg.is_some() {
+            "DROP TRIGGER no_room ON jobs"
+        } else {
+            "DROP TRIGGER no_room"
+        };
+        sqlx::query(sql).execute(&db).await.unwrap();
+        db.close().await;
+    }
+
     /// A connection pool of the test's own on its store, for SQL a test runs behind the
     /// daemon's back (tampering, ageing rows); portable SQL runs on both backends.
     pub async fn raw_db(&self) -> sqlx::AnyPool {
