@@ -231,26 +231,50 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// The store's raw bounds, read with SQL: (rows whose params are not valid JSON, longest
-/// params, kind, error_msg and key in bytes).
+/// The store's raw bounds, read behind the store's back: (rows whose params are not valid
+/// JSON, longest params, kind, error_msg and key in bytes).
 async fn raw_bounds(app: &TestApp) -> (i64, i64, i64, i64, i64) {
-    let url = format!("sqlite://{}?mode=ro", app.cfg.store.path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(NOT json_valid(params)), 0), \
-                COALESCE(MAX(length(CAST(params AS BLOB))), 0), \
-                COALESCE(MAX(length(CAST(kind AS BLOB))), 0), \
-                COALESCE(MAX(length(CAST(error_msg AS BLOB))), 0), \
-                COALESCE(MAX(length(CAST(idempotency_key AS BLOB))), 0) FROM jobs",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let pool = app.raw_db().await;
+    let rows: Vec<(String, String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT params, kind, error_msg, idempotency_key FROM jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     pool.close().await;
-    row
+    let longest = |f: &dyn Fn(&(String, String, Option<String>, Option<String>)) -> usize| {
+        rows.iter().map(f).max().unwrap_or(0) as i64
+    };
+    let invalid = rows
+        .iter()
+        .filter(|r| serde_json::from_str::<serde_json::Value>(&r.0).is_err())
+        .count() as i64;
+    (
+        invalid,
+        longest(&|r| r.0.len()),
+        longest(&|r| r.1.len()),
+        longest(&|r| r.2.as_ref().map_or(0, String::len)),
+        longest(&|r| r.3.as_ref().map_or(0, String::len)),
+    )
 }
 
-fn store_files(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+/// Everything the store holds, as bytes: the SQLite file and its WAL, or on PostgreSQL every
+/// row of the test's schema as text, and the size the tables take.
+async fn store_files(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+    if app.pg.is_some() {
+        let pool = app.raw_db().await;
+        let mut out = Vec::new();
+        for table in ["jobs", "requests", "attempts"] {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(t.* AS TEXT) FROM {table} t"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            out.push((format!("table {table}"), rows.join("\n").into_bytes()));
+        }
+        pool.close().await;
+        return out;
+    }
     let db = app.cfg.store.path.clone();
     let mut out = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
@@ -408,7 +432,7 @@ async fn bad_input_is_rejected_naming_the_rule_stored_bounded_and_redacted() {
     assert!(kind <= 67 && error_msg <= 1024 && key <= 255);
 
     // No secret anywhere: the database, its WAL, the reasons, the logs.
-    let files = store_files(&app);
+    let files = store_files(&app).await;
     let reasons = reasons.join("\n");
     for s in SECRETS {
         for (path, bytes) in &files {
@@ -476,7 +500,11 @@ async fn two_thousand_rejected_60kb_messages_keep_the_store_small() {
             .all(|r| matches!(r, Submitted::Rejected { reason, .. } if reason.contains("a kind is at most 64 bytes"))));
     }
     let took = started.elapsed();
-    let size: u64 = store_files(&app).iter().map(|(_, b)| b.len() as u64).sum();
+    let size: u64 = store_files(&app)
+        .await
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum();
     assert!(
         size < 20 * 1024 * 1024,
         "2,000 rejected 60 KB messages take {size} bytes of store"
@@ -563,7 +591,7 @@ async fn malformed_messages_through_the_broker_are_dead_lettered_and_stored_reda
     );
 
     let text = String::from_utf8(logs.contents()).unwrap();
-    let files = store_files(&app);
+    let files = store_files(&app).await;
     for s in secrets {
         assert!(!text.contains(s), "{s:?} is in the logs");
         for (path, bytes) in &files {

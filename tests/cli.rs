@@ -468,6 +468,10 @@ async fn operator_mistakes_exit_with_their_code_and_name_what_is_wrong() {
     .unwrap();
     let mut failures = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
+        // Cases about the SQLite file (missing, not a database, unreadable): the SQLite run's.
+        if support::postgres() && case.edit.iter().any(|(from, _)| from.contains("jobs.db")) {
+            continue;
+        }
         let mut config = base.clone();
         for (from, to) in case.edit {
             assert!(

@@ -9,34 +9,35 @@ use std::time::{Duration, Instant};
 use codearts_syncd::now_ms;
 use codearts_syncd::sim::SimConfig;
 use serde_json::json;
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use support::{spawn_app_with, text, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-async fn pool(app: &TestApp) -> SqlitePool {
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}", app.cfg.store.path.display()))
-        .await
-        .unwrap()
+async fn pool(app: &TestApp) -> AnyPool {
+    app.raw_db().await
 }
 
-async fn count(pool: &SqlitePool, sql: &'static str) -> i64 {
+/// `ids` as an SQL list (integers only).
+fn in_list(ids: &[i64]) -> String {
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("({})", ids.join(", "))
+}
+
+async fn count(pool: &AnyPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 /// Inserts `n` finished jobs with one attempt each, finished `age_ms` ago; returns their ids.
-async fn old_jobs(pool: &SqlitePool, n: usize, age_ms: i64) -> Vec<i64> {
+async fn old_jobs(pool: &AnyPool, n: usize, age_ms: i64) -> Vec<i64> {
     let at = now_ms() - age_ms;
     let mut ids = Vec::new();
     for i in 0..n {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO jobs (kind, params, source, status, attempts, max_attempts, \
                next_run_at, created_at, started_at, finished_at, updated_at) \
-             VALUES ('remote_mirror', ?, 'cli', 'failed', 1, 4, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ('remote_mirror', $1, 'cli', 'failed', 1, 4, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(json!({"repository_id": 1 + i % 90}).to_string())
         .bind(at)
@@ -49,7 +50,7 @@ async fn old_jobs(pool: &SqlitePool, n: usize, age_ms: i64) -> Vec<i64> {
         .unwrap();
         sqlx::query(
             "INSERT INTO attempts (job_id, attempt, started_at, finished_at, outcome) \
-             VALUES (?, 1, ?, ?, 'failed')",
+             VALUES ($1, 1, $2, $3, 'failed')",
         )
         .bind(id)
         .bind(at)
@@ -103,13 +104,14 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
     assert!(count(&db, "SELECT COUNT(*) FROM purge_items").await > 0);
 
     // Age them past `keep`, add a backlog of old jobs, and some finished within `keep`.
-    let list = serde_json::to_string(&real).unwrap();
-    sqlx::query("UPDATE jobs SET finished_at = ? WHERE id IN (SELECT value FROM json_each(?))")
-        .bind(now_ms() - 40 * DAY_MS)
-        .bind(&list)
-        .execute(&db)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET finished_at = $1 WHERE id IN {}",
+        in_list(&real)
+    )))
+    .bind(now_ms() - 40 * DAY_MS)
+    .execute(&db)
+    .await
+    .unwrap();
     let backlog = old_jobs(&db, 120, 60 * DAY_MS).await;
     let recent = old_jobs(&db, 3, 29 * DAY_MS).await;
 
@@ -126,13 +128,12 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
         assert_eq!(app.wait_final(*id, WAIT).await.status, "succeeded");
     }
     let gone: Vec<i64> = real.iter().chain(&backlog).copied().collect();
-    let gone_list = serde_json::to_string(&gone).unwrap();
+    let gone_list = in_list(&gone);
     let deadline = Instant::now() + WAIT;
     loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&gone_list)
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM jobs WHERE id IN {gone_list}"
+        )))
         .fetch_one(&db)
         .await
         .unwrap();
@@ -146,9 +147,8 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
     // Their attempts, requests and purge items went with them.
     for table in ["attempts", "requests", "purge_items"] {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))"
+            "SELECT COUNT(*) FROM {table} WHERE job_id IN {gone_list}"
         )))
-        .bind(&gone_list)
         .fetch_one(&db)
         .await
         .unwrap();

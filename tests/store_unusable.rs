@@ -100,6 +100,9 @@ fn assert_unusable(app: &TestApp, path: &Path, expected: &str) {
 
 #[tokio::test]
 async fn a_store_of_random_bytes_stops_run_with_status_3() {
+    if support::sqlite_only("a_store_of_random_bytes_stops_run_with_status_3") {
+        return;
+    }
     let app = spawn_app().await;
     let path = app.dir.path().join("garbage.db");
     std::fs::write(&path, random_bytes(8192)).unwrap();
@@ -108,6 +111,9 @@ async fn a_store_of_random_bytes_stops_run_with_status_3() {
 
 #[tokio::test]
 async fn a_store_with_damaged_pages_stops_run_with_status_3() {
+    if support::sqlite_only("a_store_with_damaged_pages_stops_run_with_status_3") {
+        return;
+    }
     let app = spawn_app().await;
     let path = app.dir.path().join("damaged.db");
     real_store(&app, &path).await;
@@ -126,6 +132,9 @@ async fn a_store_with_damaged_pages_stops_run_with_status_3() {
 
 #[tokio::test]
 async fn a_truncated_store_stops_run_with_status_3() {
+    if support::sqlite_only("a_truncated_store_stops_run_with_status_3") {
+        return;
+    }
     let app = spawn_app().await;
     let path = app.dir.path().join("truncated.db");
     real_store(&app, &path).await;
@@ -141,6 +150,9 @@ async fn a_truncated_store_stops_run_with_status_3() {
 
 #[tokio::test]
 async fn a_store_from_a_newer_version_stops_run_with_status_3() {
+    if support::sqlite_only("a_store_from_a_newer_version_stops_run_with_status_3") {
+        return;
+    }
     let app = spawn_app().await;
     let path = app.dir.path().join("newer.db");
     real_store(&app, &path).await;

@@ -76,6 +76,16 @@ pub fn postgres() -> bool {
     std::env::var("SYNCD_TEST_BACKEND").is_ok_and(|v| v == "postgres")
 }
 
+/// True (and says so) when a test about the SQLite file itself — its bytes on disk, a full
+/// file system under it, a damaged file — is skipped because this run is on PostgreSQL. The
+/// suite's SQLite run covers it.
+pub fn sqlite_only(test: &str) -> bool {
+    if postgres() {
+        eprintln!("{test}: about the SQLite file; skipped on PostgreSQL");
+    }
+    postgres()
+}
+
 /// The PostgreSQL server and database the suite uses (trust authentication).
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -136,7 +146,9 @@ fn pg_exec(sql: String) {
 fn store_section(pg: Option<&PgSchema>) -> String {
     match pg {
         None => String::new(),
-        Some(pg) => format!("url = {:?}\n", pg.url()),
+        // A short lease: a daemon restarted after a kill is a new instance, and takes its
+        // predecessor's running jobs back only once the lease has passed.
+        Some(pg) => format!("url = {:?}\nlease = \"2s\"\n", pg.url()),
     }
 }
 
