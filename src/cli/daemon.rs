@@ -61,7 +61,7 @@ pub(super) async fn run_daemon(cfg: Config, path: PathBuf) -> anyhow::Result<()>
                     tracing::warn!(
                         signal = name,
                         exit_status = status,
-                        "second shutdown signal: exiting now without waiting for running jobs; they stay recorded as running and are re-queued at the next start"
+                        "second shutdown signal: exiting now without waiting for running jobs; they stay recorded as running and are re-queued at the next start (on a shared store, by any instance once store.lease has passed)"
                     );
                     std::process::exit(status);
                 }
@@ -78,7 +78,7 @@ pub(super) async fn run_daemon(cfg: Config, path: PathBuf) -> anyhow::Result<()>
             shutdown.cancel();
             let _ = tokio::signal::ctrl_c().await;
             tracing::warn!(
-                "second shutdown signal: exiting now; running jobs are re-queued at the next start"
+                "second shutdown signal: exiting now; running jobs are re-queued at the next start (on a shared store, by any instance once store.lease has passed)"
             );
             std::process::exit(EXIT_SECOND_SIGINT);
         });

@@ -258,6 +258,20 @@ impl Store {
             )
         };
         let (main, fast) = (pragmas(sync), pragmas(Synchronous::Normal));
+        // One connection first, with the pragmas: a file that is not a database, or is
+        // damaged, fails here at once (a pool would keep retrying its connections until its
+        // acquire timeout).
+        {
+            use sqlx::Connection;
+            let mut probe = sqlx::AnyConnection::connect_with(&opts)
+                .await
+                .map_err(open_err)?;
+            probe
+                .execute(sqlx::AssertSqlSafe(main.clone()))
+                .await
+                .map_err(open_err)?;
+            let _ = probe.close().await;
+        }
         // Claims commit through a connection of their own with synchronous = NORMAL: in WAL
         // mode that is safe from corruption and skips the fsync. A claim needs no durability
         // of its own: until a later (FULL) commit makes it durable — and every commit that
