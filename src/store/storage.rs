@@ -152,10 +152,11 @@ impl Store {
     }
 
     /// The last `days` days of a repository's trend ('' for the whole project), oldest first.
+    /// (The subquery is named: PostgreSQL before 16 refuses one without a name.)
     pub async fn storage_trend(&self, repo_id: &str, days: u32) -> Result<Vec<TrendPoint>, Error> {
         let rows = sqlx::query(
             "SELECT repo_id, day, used_bytes, used_text, files_count FROM \
-               (SELECT * FROM storage_trend WHERE repo_id = $1 ORDER BY day DESC LIMIT $2) \
+               (SELECT * FROM storage_trend WHERE repo_id = $1 ORDER BY day DESC LIMIT $2) AS latest \
              ORDER BY day",
         )
         .bind(repo_id)
