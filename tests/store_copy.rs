@@ -105,6 +105,12 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
         ..SimConfig::default()
     };
     let mut app = spawn_app_sqlite_with(sim, &extra).await;
+    // A sync followed for longer than it runs (20 s, below), whatever the machine's load.
+    let config = std::fs::read_to_string(app.config_path()).unwrap();
+    let longer = config.replace("follow_timeout = \"20s\"", "follow_timeout = \"120s\"");
+    assert_ne!(config, longer);
+    std::fs::write(app.config_path(), longer).unwrap();
+    app.cfg = Arc::new(Config::load(&app.config_path()).unwrap());
     let amqp = acfg(&app);
     let source = app.config_path();
 
