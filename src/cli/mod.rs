@@ -88,7 +88,7 @@ pub enum Command {
     /// Storage usage that storage_snapshot jobs record.
     #[command(subcommand)]
     Storage(StorageCommand),
-    /// The job store itself: `store vacuum`.
+    /// The job store itself: `store vacuum`, `store copy --to postgres://…`.
     #[command(subcommand)]
     Store(store::StoreCommand),
     /// The audit archive that audit_mirror jobs fill: verify its hash chains, export it.
@@ -172,6 +172,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                     exit(lifecycle::retry_cmd(&cfg, args).await)
                 }
                 Command::Store(store::StoreCommand::Vacuum) => exit(store::vacuum(&cfg).await),
+                Command::Store(store::StoreCommand::Copy(args)) => {
+                    exit(store::copy(&cfg, args).await)
+                }
                 Command::Config(ConfigCommand::Check) => exit(check::check(&cfg)),
                 Command::Storage(StorageCommand::Report(args)) => {
                     exit(archive::storage_report(&cfg, args).await)

@@ -17,6 +17,7 @@
 //! - [`purge`], [`archive`], [`storage`]: the Artifact job kinds' tables.
 //! - [`health`]: whether the store can write, as the write paths last saw it.
 //! - [`instances`]: instances sharing a store: heartbeats, and taking over a silent one's jobs.
+//! - [`copy`]: a SQLite store copied into an empty PostgreSQL one (`store copy`), ids kept.
 //!
 //! Every state transition is a guarded `UPDATE … WHERE id = ? AND status = 'running'`; a write
 //! that affects no row means the job was not ours any more, and is reported as
@@ -27,6 +28,7 @@ pub mod archive;
 pub mod attempts;
 pub mod checkpoint;
 pub mod claim;
+pub mod copy;
 pub mod health;
 pub mod instances;
 pub mod jobs;

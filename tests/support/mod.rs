@@ -167,6 +167,16 @@ pub struct TestApp {
 
 /// Starts a simulator with `sim_cfg` and prepares a config (`extra` TOML appended) and a store.
 pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
+    spawn_app_on(sim_cfg, extra, postgres().then(PgSchema::create)).await
+}
+
+/// As [`spawn_app_with`], on a SQLite store whatever the suite's backend (for a test whose
+/// subject is the SQLite store itself, such as `store copy`).
+pub async fn spawn_app_sqlite_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
+    spawn_app_on(sim_cfg, extra, None).await
+}
+
+async fn spawn_app_on(sim_cfg: SimConfig, extra: &str, pg: Option<PgSchema>) -> TestApp {
     let sim = Simulator::new(sim_cfg.clone());
     let addr = sim
         .spawn(([127, 0, 0, 1], 0).into())
@@ -177,7 +187,6 @@ pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
     std::fs::write(dir.path().join("password"), &sim_cfg.password).unwrap();
     std::fs::write(dir.path().join("upstream-user"), "mirror-bot").unwrap();
     std::fs::write(dir.path().join("upstream-password"), UPSTREAM_PASSWORD).unwrap();
-    let pg = postgres().then(PgSchema::create);
     let text = format!(
         "{}\n{extra}",
         BASE_CONFIG.replace("{url}", &url).replace(
