@@ -82,6 +82,24 @@ async fn views(config: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Removes the test's AMQP topology when dropped, so a failing test leaves no queues behind
+/// either (a daemon started after a cleanup declares them again).
+struct Topology(codearts_syncd::config::AmqpConfig);
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let cfg = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(cleanup(&cfg))
+        })
+        .join();
+    }
+}
+
 /// The test's config with `[store] url` pointing at `pg`.
 fn target_config(app: &TestApp, pg: &PgSchema) -> PathBuf {
     let source = std::fs::read_to_string(app.config_path()).unwrap();
@@ -112,6 +130,7 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     std::fs::write(app.config_path(), longer).unwrap();
     app.cfg = Arc::new(Config::load(&app.config_path()).unwrap());
     let amqp = acfg(&app);
+    let _topology = Topology(amqp.clone());
     let source = app.config_path();
 
     // Before the daemon runs: a job cancelled while queued, two identical requests that
@@ -203,7 +222,6 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     })
     .await;
     app.stop().await;
-    cleanup(&amqp).await;
 
     let jobs = support::broker::all_jobs(&app.store).await;
     let status_of = |id: i64| jobs.iter().find(|j| j.id == id).unwrap().status.clone();
@@ -316,7 +334,6 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     assert_eq!(job.status, "succeeded", "{job:?}");
     assert_eq!(job.result.unwrap()["records_archived"], 30);
     app.stop().await;
-    cleanup(&amqp).await;
     let verified = ok(&target, &["audit", "verify"]).await;
     assert!(verified.contains("audit archive intact"), "{verified}");
     app.store.close().await;

@@ -311,7 +311,7 @@ impl Store {
                 .map_err(on("jobs"))?;
         }
         for t in TABLES {
-            let rows = count(&mut *dst, t.name).await.map_err(on(t.name))?;
+            let rows = count(&mut dst, t.name).await.map_err(on(t.name))?;
             if rows > 0 {
                 return Err(CopyError::NotEmpty {
                     table: t.name,
@@ -324,14 +324,14 @@ impl Store {
             sequences: Vec::new(),
         };
         for t in TABLES {
-            let source = count(&mut *src, t.name).await.map_err(on(t.name))?;
-            copy_table(&mut *src, &mut *dst, t)
+            let source = count(&mut src, t.name).await.map_err(on(t.name))?;
+            copy_table(&mut src, &mut dst, t)
                 .await
                 .map_err(on(t.name))?;
             let done = TableCopy {
                 table: t.name,
                 source,
-                target: count(&mut *dst, t.name).await.map_err(on(t.name))?,
+                target: count(&mut dst, t.name).await.map_err(on(t.name))?,
             };
             if done.source != done.target {
                 return Err(CopyError::Mismatch {
@@ -345,7 +345,7 @@ impl Store {
         }
         for t in TABLES {
             let Some(column) = t.identity else { continue };
-            let last = last_id(&mut *src, t.name, column)
+            let last = last_id(&mut src, t.name, column)
                 .await
                 .map_err(on(t.name))?;
             let sql = format!(
@@ -377,7 +377,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let mut out = Vec::new();
         for t in TABLES {
-            out.push((t.name, count(&mut *conn, t.name).await?));
+            out.push((t.name, count(&mut conn, t.name).await?));
         }
         Ok(out)
     }
