@@ -33,7 +33,9 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_due ON jobs (status, next_run_at);
 CREATE INDEX jobs_schedule ON jobs (schedule, status) WHERE schedule IS NOT NULL;
 CREATE INDEX jobs_kind_created ON jobs (kind, created_at);
-CREATE INDEX jobs_kind_due ON jobs (kind, status, next_run_at);
+-- Claiming reads each kind's due rows in (next_run_at, id) order; the id is in the index
+-- because PostgreSQL's indexes, unlike SQLite's, do not end in the row id implicitly.
+CREATE INDEX jobs_kind_due ON jobs (kind, status, next_run_at, id);
 CREATE INDEX jobs_coalesce ON jobs (kind, md5(params)) WHERE status = 'queued';
 CREATE UNIQUE INDEX jobs_schedule_slot ON jobs (schedule, slot)
     WHERE schedule IS NOT NULL AND slot IS NOT NULL;
