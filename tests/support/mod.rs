@@ -155,6 +155,12 @@ pub struct TestApp {
 
 /// Starts a simulator with `sim_cfg` and prepares a config (`extra` TOML appended) and a store.
 pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
+    spawn_app_on(sim_cfg, extra, postgres().then(PgSchema::create)).await
+}
+
+/// As [`spawn_app_with`], on `pg`'s schema when given (whatever `SYNCD_TEST_BACKEND` says),
+/// else on a SQLite file.
+pub async fn spawn_app_on(sim_cfg: SimConfig, extra: &str, pg: Option<PgSchema>) -> TestApp {
     let sim = Simulator::new(sim_cfg.clone());
     let addr = sim
         .spawn(([127, 0, 0, 1], 0).into())
@@ -165,7 +171,6 @@ pub async fn spawn_app_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
     std::fs::write(dir.path().join("password"), &sim_cfg.password).unwrap();
     std::fs::write(dir.path().join("upstream-user"), "mirror-bot").unwrap();
     std::fs::write(dir.path().join("upstream-password"), UPSTREAM_PASSWORD).unwrap();
-    let pg = postgres().then(PgSchema::create);
     let text = format!(
         "{}\n{extra}",
         BASE_CONFIG.replace("{url}", &url).replace(
@@ -446,12 +451,18 @@ impl TestApp {
     /// Starts `run` as a separate process, as an operator would; its log (text, stderr) goes
     /// to `log_name` in the test directory.
     pub fn spawn_run(&self, log_name: &str) -> RunningBinary {
+        self.spawn_run_config(&self.config_path(), log_name)
+    }
+
+    /// As [`TestApp::spawn_run`] with another configuration file (one instance of several).
+    pub fn spawn_run_config(&self, config: &std::path::Path, log_name: &str) -> RunningBinary {
         let log = self.dir.path().join(log_name);
         let file = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
             .arg("--config")
-            .arg(self.config_path())
+            .arg(config)
             .arg("run")
+            .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(file)

@@ -1,0 +1,405 @@
+//! Several instances on one PostgreSQL store and one RabbitMQ: each test starts three daemons
+//! (child processes of the binary, one configuration file each, the same store schema and the
+//! same queues) and one simulator, always on PostgreSQL whatever `SYNCD_TEST_BACKEND` says.
+//! Each test makes its own schema and its own queues, and deletes them at the end.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use codearts_syncd::config::AmqpConfig;
+use codearts_syncd::sim::SimConfig;
+use serde_json::{json, Value};
+use sqlx::Row;
+use support::broker::{amqp_toml, cleanup, publish_raw, queue_depth, unique_tag};
+use support::{spawn_app_on, text, PgSchema, RunningBinary, TestApp};
+
+/// The lease every instance runs with: short, so a dead instance's jobs come back quickly.
+const LEASE: &str = "3s";
+
+/// Deletes the test's exchanges and queues when dropped, even when the test panics.
+struct Topology(AmqpConfig);
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let cfg = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(cleanup(&cfg))
+        })
+        .join();
+    }
+}
+
+/// Three daemons on one schema and one set of queues. Fields drop in order: the daemons are
+/// killed first, then the queues go, then the schema (with the app).
+struct Fleet {
+    daemons: Vec<RunningBinary>,
+    topology: Topology,
+    app: TestApp,
+    configs: Vec<PathBuf>,
+    /// Processes started so far (for log names).
+    started: usize,
+    raw: sqlx::AnyPool,
+}
+
+impl Fleet {
+    /// A simulator with `sim`, a fresh schema and queues, three configuration files (`extra`
+    /// appended to each); no daemon started yet.
+    async fn new(sim: SimConfig, extra: &str) -> Fleet {
+        let tag = unique_tag();
+        let app = spawn_app_on(
+            sim,
+            &format!("{}\n{extra}", amqp_toml(&tag)),
+            Some(PgSchema::create()),
+        )
+        .await;
+        let amqp = app.cfg.amqp.clone().expect("amqp configured");
+        let topology = Topology(amqp.clone());
+        // Declared before anything is published, so nothing is unroutable.
+        publish_raw(&amqp, &[]).await;
+        let base = std::fs::read_to_string(app.config_path()).unwrap();
+        let with_lease = base.replacen(
+            "synchronous = \"normal\"\n",
+            &format!("synchronous = \"normal\"\nlease = \"{LEASE}\"\n"),
+            1,
+        );
+        assert_ne!(with_lease, base, "the [store] section takes the lease");
+        let configs: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let path = app.dir.path().join(format!("instance-{i}.toml"));
+                std::fs::write(&path, &with_lease).unwrap();
+                path
+            })
+            .collect();
+        let raw = app.raw_db().await;
+        Fleet {
+            daemons: Vec::new(),
+            topology,
+            app,
+            configs,
+            started: 0,
+            raw,
+        }
+    }
+
+    fn amqp(&self) -> &AmqpConfig {
+        &self.topology.0
+    }
+
+    /// Starts a new process for instance slot `i` and waits until it has registered.
+    async fn spawn(&mut self, i: usize) -> RunningBinary {
+        self.started += 1;
+        let d = self
+            .app
+            .spawn_run_config(&self.configs[i], &format!("instance-{i}-{}.log", self.started));
+        let pid = d.child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.instance_of(pid).await.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} (pid {pid}) did not register; log:\n{}",
+                d.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        d
+    }
+
+    async fn start_all(&mut self) {
+        for i in 0..3 {
+            let d = self.spawn(i).await;
+            self.daemons.push(d);
+        }
+    }
+
+    /// The store's id of the instance running as process `pid` (`host:pid:start_ms`).
+    async fn instance_of(&self, pid: u32) -> Option<String> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances")
+            .fetch_all(&self.raw)
+            .await
+            .unwrap();
+        ids.into_iter()
+            .find(|id| id.split(':').nth(1) == Some(pid.to_string().as_str()))
+    }
+
+    /// SIGKILLs the daemon in slot `i`; returns its instance id.
+    async fn kill(&mut self, i: usize) -> String {
+        let pid = self.daemons[i].child.id();
+        let id = self.instance_of(pid).await.expect("a registered instance");
+        self.daemons[i].child.kill().unwrap();
+        self.daemons[i].child.wait().unwrap();
+        id
+    }
+
+    /// A new process in slot `i` (after a kill).
+    async fn restart(&mut self, i: usize) {
+        let d = self.spawn(i).await;
+        self.daemons[i] = d;
+    }
+
+    /// SIGTERM to every daemon still running, and waits for each to exit cleanly.
+    async fn stop_all(&mut self) {
+        for d in &mut self.daemons {
+            if d.is_running() {
+                d.signal("TERM");
+            }
+        }
+        for d in &mut self.daemons {
+            let status = d.wait_exit(Duration::from_secs(30)).await;
+            assert!(
+                status.success() || status.code().is_none(),
+                "exit {status:?}; log:\n{}",
+                d.log_text()
+            );
+        }
+    }
+
+    /// Every instance log written so far, for a failure message (the last lines of each).
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.app.dir.path()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let lines: Vec<&str> = t.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                out.push_str(&format!("--- {name}\n{tail}\n"));
+            }
+        }
+        out
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.raw)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `sql` (a count) reaches `n`.
+    async fn wait_count(&self, sql: &str, n: i64, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.count(sql).await;
+            if got >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} ({got} of {n}); logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+const FINAL: &str = "status IN ('succeeded', 'failed', 'rejected', 'skipped', 'cancelled')";
+
+/// One AMQP message: a job with its key, the key also its message id.
+fn message(kind: &str, params: Value, key: &str) -> (Vec<u8>, Option<String>) {
+    (
+        json!({"kind": kind, "params": params, "key": key})
+            .to_string()
+            .into_bytes(),
+        Some(key.to_string()),
+    )
+}
+
+/// A job a killed instance held when it died.
+#[derive(Debug)]
+struct Held {
+    job: i64,
+    status: String,
+    claimed_from: Option<String>,
+    killed: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_lose_nothing_through_five_sigkills() {
+    let started = Instant::now();
+    let sim = SimConfig {
+        seed_repos: 1..=5000,
+        sync_duration: Duration::from_millis(30),
+        audit_records: 100,
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new(sim, "").await;
+    // 3,000 messages: 2,910 mirrors over 970 repositories (three each, with different
+    // parameters, so none joins another: two followed to their outcome, one not followed),
+    // 60 storage snapshots, 30 recycle-bin purges.
+    const REPOS: u32 = 970;
+    let mut messages = Vec::new();
+    let mut mirror = 0u32;
+    for i in 0..3000u32 {
+        let key = format!("fleet-{i}");
+        let m = match i % 100 {
+            0 | 50 => message("storage_snapshot", json!({"trend_days": 1 + i % 7}), &key),
+            25 => message("purge_recycle_bin", json!({}), &key),
+            _ => {
+                let repo = 1 + mirror % REPOS;
+                let params = match mirror / REPOS {
+                    0 => json!({"repository_id": repo}),
+                    1 => json!({"repository_id": repo, "follow_timeout": "30s"}),
+                    _ => json!({"repository_id": repo, "follow": false}),
+                };
+                mirror += 1;
+                message("remote_mirror", params, &key)
+            }
+        };
+        messages.push(m);
+    }
+    assert_eq!(mirror, 3 * REPOS);
+    publish_raw(fleet.amqp(), &messages).await;
+    fleet.start_all().await;
+
+    // Five SIGKILLs of a random instance, spread over the run, each followed by a new process.
+    let mut held: Vec<Held> = Vec::new();
+    let mut killed = Vec::new();
+    for threshold in [300, 800, 1300, 1800, 2300] {
+        fleet
+            .wait_count(
+                &format!("SELECT COUNT(*) FROM jobs WHERE {FINAL}"),
+                threshold,
+                Duration::from_secs(90),
+                "jobs to finish before the next kill",
+            )
+            .await;
+        let slot = rand::random::<u32>() as usize % 3;
+        let id = fleet.kill(slot).await;
+        // What it held, read right after its death (a following job another instance polls
+        // in the meantime is missed here, which only makes the check below smaller).
+        let rows = sqlx::query(
+            "SELECT id, status, claimed_from FROM jobs WHERE owner = $1 \
+             AND status IN ('running', 'following')",
+        )
+        .bind(&id)
+        .fetch_all(&fleet.raw)
+        .await
+        .unwrap();
+        for r in rows {
+            held.push(Held {
+                job: r.get("id"),
+                status: r.get("status"),
+                claimed_from: r.get("claimed_from"),
+                killed: id.clone(),
+            });
+        }
+        killed.push(id);
+        fleet.restart(slot).await;
+    }
+    fleet
+        .wait_count(
+            &format!("SELECT COUNT(*) FROM jobs WHERE {FINAL}"),
+            3000,
+            Duration::from_secs(120),
+            "every job final",
+        )
+        .await;
+    fleet.stop_all().await;
+    let app = &fleet.app;
+
+    // No job lost, none recorded twice: every message is one job, found by its key.
+    let jobs = support::broker::all_jobs(&app.store).await;
+    assert_eq!(jobs.len(), 3000, "one job per message");
+    let keys: HashSet<String> = jobs
+        .iter()
+        .map(|j| j.idempotency_key.clone().expect("a key"))
+        .collect();
+    let want: HashSet<String> = (0..3000).map(|i| format!("fleet-{i}")).collect();
+    assert_eq!(keys, want, "every message's key on exactly one job");
+    let dup_requests = fleet
+        .count("SELECT COUNT(*) FROM (SELECT idem_key FROM requests GROUP BY idem_key HAVING COUNT(*) > 1) d")
+        .await;
+    assert_eq!(dup_requests, 0, "a key recorded twice");
+    assert_eq!(fleet.count("SELECT COUNT(*) FROM requests").await, 3000);
+    assert_eq!(queue_depth(&fleet.amqp().queue).await, 0);
+    assert_eq!(queue_depth(&fleet.amqp().dead_letter_queue).await, 0);
+
+    // Every job final and succeeded (no failure is expected: the simulator answers every call).
+    let failed: Vec<_> = jobs.iter().filter(|j| j.status != "succeeded").collect();
+    assert!(
+        failed.is_empty(),
+        "{} jobs not succeeded, e.g. {:?}",
+        failed.len(),
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+
+    // The killed instances' jobs were finished by the others: final, under another owner; a
+    // job claimed from `queued` has its cut-off attempt closed as `interrupted`.
+    assert!(
+        !held.is_empty(),
+        "the five killed instances held no running or following job: nothing was taken over"
+    );
+    let mut interrupted = 0;
+    for h in &held {
+        let row = sqlx::query("SELECT status, owner FROM jobs WHERE id = $1")
+            .bind(h.job)
+            .fetch_one(&fleet.raw)
+            .await
+            .unwrap();
+        let (status, owner): (String, Option<String>) = (row.get("status"), row.get("owner"));
+        assert_eq!(status, "succeeded", "{h:?}");
+        assert!(
+            owner.as_deref().is_some_and(|o| o != h.killed),
+            "{h:?} was finished by {owner:?}"
+        );
+        if h.status == "running" && h.claimed_from.as_deref() == Some("queued") {
+            let outcomes: Vec<String> = sqlx::query_scalar(
+                "SELECT outcome FROM attempts WHERE job_id = $1 ORDER BY attempt",
+            )
+            .bind(h.job)
+            .fetch_all(&fleet.raw)
+            .await
+            .unwrap();
+            assert!(
+                outcomes.iter().any(|o| o == "interrupted"),
+                "{h:?}: attempts {outcomes:?}"
+            );
+            assert!(
+                outcomes.last().is_some_and(|o| o == "succeeded" || o == "following"),
+                "{h:?}: attempts {outcomes:?}"
+            );
+            interrupted += 1;
+        }
+    }
+    let dead = fleet
+        .count("SELECT COUNT(*) FROM instances WHERE stopped_at IS NULL")
+        .await;
+    assert_eq!(dead, 5, "the five killed instances never said they stopped");
+
+    // Each repository synced at most twice per job of it, and every recorded jid is a start the
+    // simulator saw.
+    let mut per_repo: HashMap<u64, (usize, HashSet<String>)> = HashMap::new();
+    for j in jobs.iter().filter(|j| j.kind == "remote_mirror") {
+        let repo = j.params["repository_id"].as_u64().unwrap();
+        let e = per_repo.entry(repo).or_default();
+        e.0 += 1;
+        if let Some(jid) = &j.jid {
+            e.1.insert(jid.clone());
+        }
+    }
+    assert_eq!(per_repo.len(), REPOS as usize);
+    let mut repeated = 0;
+    for (repo, (n, jids)) in &per_repo {
+        let starts = app.sim.mirror_starts(*repo as u32);
+        assert!(
+            starts <= 2 * n && starts >= jids.len() && starts >= 1,
+            "repository {repo}: {starts} syncs for {n} jobs ({} jids)",
+            jids.len()
+        );
+        repeated += starts.saturating_sub(*n);
+    }
+    eprintln!(
+        "fleet: 3000 jobs, 5 kills ({killed:?}), {} jobs held by killed instances \
+         ({interrupted} cut-off attempts), {repeated} syncs beyond one per job, {:?}",
+        held.len(),
+        started.elapsed()
+    );
+}
