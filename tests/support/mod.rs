@@ -424,16 +424,36 @@ pub fn run_binary(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("binary runs");
+    // Both pipes are drained while it runs: an output larger than a pipe's buffer would
+    // otherwise block the binary on its write until the deadline.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    use std::io::Read;
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + within;
     loop {
         match child.try_wait().expect("wait for the binary") {
-            Some(_) => return child.wait_with_output().expect("binary output"),
+            Some(status) => {
+                return Output {
+                    status,
+                    stdout: stdout.join().expect("stdout"),
+                    stderr: stderr.join().expect("stderr"),
+                }
+            }
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("binary output");
+                let _ = child.wait();
                 panic!(
                     "{args:?} still running after {within:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&stderr.join().expect("stderr"))
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
