@@ -404,13 +404,21 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     );
 }
 
-/// The slot (0..3) whose current process is instance `id`.
-fn slot_of(fleet: &Fleet, id: &str) -> Option<usize> {
-    let pid = id.split(':').nth(1)?;
+/// The slot (0..3) whose current process submitted the newest cron tick, from the daemons'
+/// logs ("cron tick submitted … slot=…": only the instance whose insert won logs that).
+fn last_firer(fleet: &Fleet) -> Option<usize> {
     fleet
         .daemons
         .iter()
-        .position(|d| d.child.id().to_string() == pid)
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let log = d.log_text();
+            let line = log.lines().rev().find(|l| l.contains("cron tick submitted"))?;
+            let slot = line.split("slot=").nth(1)?.split_whitespace().next()?;
+            Some((slot.trim_matches('"').to_string(), i))
+        })
+        .max()
+        .map(|(_, i)| i)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,19 +442,13 @@ params = { repository_id = 1, follow = false }
         .wait_count(cron_jobs, 3, Duration::from_secs(15), "the first ticks")
         .await;
 
-    // Twice: the instance that took the newest tick's job is killed, and a new process takes
+    // Twice: the instance that fired last (its log says it submitted the newest tick; the
+    // others' inserts of that slot found it fired already) is killed, and a new process takes
     // its place a few seconds later (the others fire meanwhile).
     let mut kills = Vec::new();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let newest: String = sqlx::query_scalar(
-            "SELECT owner FROM jobs WHERE schedule = 'every-second' AND owner IS NOT NULL \
-             ORDER BY slot DESC LIMIT 1",
-        )
-        .fetch_one(&fleet.raw)
-        .await
-        .unwrap();
-        let slot = slot_of(&fleet, &newest).expect("the newest tick's instance is running");
+        let slot = last_firer(&fleet).expect("an instance fired a tick");
         let id = fleet.kill(slot).await;
         kills.push((id, chrono::Utc::now().timestamp_millis()));
         tokio::time::sleep(Duration::from_millis(2500)).await;
