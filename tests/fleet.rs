@@ -647,3 +647,88 @@ async fn any_instance_lists_every_job_and_a_concurrent_archive_verifies() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_dead_at_once_then_back_makes_up_one_tick_with_run_once() {
+    let started = Instant::now();
+    let schedule = r#"
+[[schedules]]
+name = "every-second"
+cron = "* * * * * *"
+kind = "remote_mirror"
+params = { repository_id = 1, follow = false }
+misfire = "run_once"
+misfire_grace = "1s"
+"#;
+    let sim = SimConfig {
+        sync_duration: Duration::from_millis(30),
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new(sim, schedule).await;
+    fleet.start_all().await;
+    fleet
+        .wait_count(
+            "SELECT COUNT(*) FROM jobs WHERE schedule = 'every-second'",
+            3,
+            Duration::from_secs(15),
+            "the first ticks",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // No instance alive for five seconds: the ticks of those seconds are missed by all.
+    for i in 0..3 {
+        fleet.kill(i).await;
+    }
+    let dead_at = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let back_at = chrono::Utc::now().timestamp_millis();
+    for i in 0..3 {
+        fleet.restart(i).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stopping = chrono::Utc::now().timestamp_millis();
+    fleet.stop_all().await;
+
+    let rows = sqlx::query(
+        "SELECT slot, created_at FROM jobs WHERE schedule = 'every-second' ORDER BY slot",
+    )
+    .fetch_all(&fleet.raw)
+    .await
+    .unwrap();
+    let jobs: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get("slot"), r.get("created_at")))
+        .collect();
+    let slots: Vec<i64> = jobs.iter().map(|(s, _)| *s).collect();
+    let distinct: HashSet<i64> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), slots.len(), "a slot with two jobs: {slots:?}");
+    let consecutive = |s: &[i64]| s.windows(2).all(|w| w[1] - w[0] == 1000);
+    let (before, after): (Vec<(i64, i64)>, Vec<(i64, i64)>) =
+        jobs.iter().partition(|(s, _)| *s <= dead_at);
+    let before: Vec<i64> = before.iter().map(|(s, _)| *s).collect();
+    assert!(consecutive(&before), "slots missing while alive: {before:?}");
+    // After the outage: one made-up tick (the latest missed, fired more than the grace after
+    // its slot), then every slot on time again. Not every missed slot made up, not none.
+    assert!(after.len() >= 3, "ticks after the restart: {after:?}");
+    let (made_up, lag) = (after[0].0, after[0].1 - after[0].0);
+    assert!(
+        lag > 1000,
+        "the first tick after the outage ({made_up}) fired {lag} ms after its slot: no tick \
+         was made up (slots {slots:?})"
+    );
+    let resumed: Vec<i64> = after[1..].iter().map(|(s, _)| *s).collect();
+    assert!(consecutive(&resumed), "slots missing after the restart: {resumed:?}");
+    let last_before = before.last().copied().unwrap();
+    assert!(
+        resumed[0] - last_before > 2000,
+        "every missed slot was made up: {slots:?} (dead {dead_at}..{back_at})"
+    );
+    assert!(stopping - resumed[resumed.len() - 1] < 2500);
+    eprintln!(
+        "misfire: {} slots before the outage, made up {made_up} ({lag} ms late), {} after; \
+         dead {dead_at}..{back_at}; {:?}",
+        before.len(),
+        resumed.len(),
+        started.elapsed()
+    );
+}
