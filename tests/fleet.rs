@@ -175,6 +175,22 @@ impl Fleet {
         out
     }
 
+    /// Lines of every instance log so far that contain `needle`.
+    fn log_lines(&self, needle: &str) -> usize {
+        std::fs::read_dir(self.app.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .count()
+            })
+            .sum()
+    }
+
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&self.raw)
@@ -233,7 +249,7 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     let mut fleet = Fleet::new(sim, "").await;
     // 3,000 messages: 2,910 mirrors over 970 repositories (three each, with different
     // parameters, so none joins another: two followed to their outcome, one not followed),
-    // 60 storage snapshots, 30 recycle-bin purges.
+    // 60 storage snapshots, 30 recycle-bin purges; 300 of them sent three times over.
     const REPOS: u32 = 970;
     let mut messages = Vec::new();
     let mut mirror = 0u32;
@@ -253,9 +269,15 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
                 message("remote_mirror", params, &key)
             }
         };
-        messages.push(m);
+        // Every tenth message is published three times (same key, same message id), one
+        // right after the other, so the broker hands the copies to different instances at once.
+        let copies = if i % 10 == 0 { 3 } else { 1 };
+        for _ in 0..copies {
+            messages.push(m.clone());
+        }
     }
     assert_eq!(mirror, 3 * REPOS);
+    assert_eq!(messages.len(), 3600);
     publish_raw(fleet.amqp(), &messages).await;
     fleet.start_all().await;
 
@@ -305,7 +327,8 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     fleet.stop_all().await;
     let app = &fleet.app;
 
-    // No job lost, none recorded twice: every message is one job, found by its key.
+    // No job lost, none recorded twice: every key is one job, and one request (a copy finds
+    // the key taken and writes nothing).
     let jobs = support::broker::all_jobs(&app.store).await;
     assert_eq!(jobs.len(), 3000, "one job per message");
     let keys: HashSet<String> = jobs
@@ -398,8 +421,11 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     }
     eprintln!(
         "fleet: 3000 jobs, 5 kills ({killed:?}), {} jobs held by killed instances \
-         ({interrupted} cut-off attempts), {repeated} syncs beyond one per job, {:?}",
+         ({interrupted} cut-off attempts), {repeated} syncs beyond one per job, \
+         {} batches of deliveries returned to the broker, {} lost ownerships, {:?}",
         held.len(),
+        fleet.log_lines("returning them to the broker"),
+        fleet.log_lines("no longer held"),
         started.elapsed()
     );
 }
