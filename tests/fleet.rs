@@ -392,6 +392,29 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
             interrupted += 1;
         }
     }
+    // One purge of the account at a time, across instances: no two purge attempts overlap
+    // (attempts cut off by a kill are left out: their end is when they were taken back).
+    let spans: Vec<(i64, i64, i64)> = sqlx::query(
+        "SELECT a.started_at, a.finished_at, a.job_id FROM attempts a JOIN jobs j ON j.id = a.job_id \
+         WHERE j.kind = 'purge_recycle_bin' AND a.outcome <> 'interrupted' ORDER BY a.started_at",
+    )
+    .fetch_all(&fleet.raw)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get("started_at"), r.get("finished_at"), r.get("job_id")))
+    .collect();
+    let overlaps: Vec<_> = spans
+        .windows(2)
+        .filter(|w| w[0].1 > w[1].0)
+        .map(|w| (w[0].2, w[1].2))
+        .collect();
+    assert!(
+        overlaps.is_empty(),
+        "{} purges of the account ran at the same time, e.g. jobs {:?}",
+        overlaps.len(),
+        &overlaps[..overlaps.len().min(5)]
+    );
     let dead = fleet
         .count("SELECT COUNT(*) FROM instances WHERE stopped_at IS NULL")
         .await;
