@@ -235,6 +235,8 @@ struct Held {
     status: String,
     claimed_from: Option<String>,
     killed: String,
+    /// When it was killed (Unix ms).
+    killed_at: i64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,6 +297,7 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
             .await;
         let slot = rand::random::<u32>() as usize % 3;
         let id = fleet.kill(slot).await;
+        let killed_at = chrono::Utc::now().timestamp_millis();
         // What it held, read right after its death (a following job another instance polls
         // in the meantime is missed here, which only makes the check below smaller).
         let rows = sqlx::query(
@@ -311,6 +314,7 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
                 status: r.get("status"),
                 claimed_from: r.get("claimed_from"),
                 killed: id.clone(),
+                killed_at,
             });
         }
         killed.push(id);
@@ -361,6 +365,7 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
         "the five killed instances held no running or following job: nothing was taken over"
     );
     let mut interrupted = 0;
+    let mut slowest_take_over = 0;
     for h in &held {
         let row = sqlx::query("SELECT status, owner FROM jobs WHERE id = $1")
             .bind(h.job)
@@ -374,13 +379,24 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
             "{h:?} was finished by {owner:?}"
         );
         if h.status == "running" && h.claimed_from.as_deref() == Some("queued") {
-            let outcomes: Vec<String> = sqlx::query_scalar(
-                "SELECT outcome FROM attempts WHERE job_id = $1 ORDER BY attempt",
+            let rows = sqlx::query(
+                "SELECT outcome, finished_at FROM attempts WHERE job_id = $1 ORDER BY attempt",
             )
             .bind(h.job)
             .fetch_all(&fleet.raw)
             .await
             .unwrap();
+            let outcomes: Vec<String> = rows.iter().map(|r| r.get("outcome")).collect();
+            // Taken back once the lease ran out, not much later (the lease is 3 s; the survivors
+            // look every second).
+            for r in rows
+                .iter()
+                .filter(|r| r.get::<String, _>("outcome") == "interrupted")
+            {
+                let after = r.get::<i64, _>("finished_at") - h.killed_at;
+                assert!(after < 8000, "{h:?} taken back {after} ms after the kill");
+                slowest_take_over = slowest_take_over.max(after);
+            }
             assert!(
                 outcomes.iter().any(|o| o == "interrupted"),
                 "{h:?}: attempts {outcomes:?}"
@@ -444,7 +460,8 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     }
     eprintln!(
         "fleet: 3000 jobs, 5 kills ({killed:?}), {} jobs held by killed instances \
-         ({interrupted} cut-off attempts), {repeated} syncs beyond one per job, \
+         ({interrupted} cut-off attempts, taken back at most {slowest_take_over} ms after \
+         the kill), {repeated} syncs beyond one per job, \
          {} batches of deliveries returned to the broker, {} lost ownerships, {:?}",
         held.len(),
         fleet.log_lines("returning them to the broker"),
