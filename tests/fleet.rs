@@ -95,9 +95,10 @@ impl Fleet {
     /// Starts a new process for instance slot `i` and waits until it has registered.
     async fn spawn(&mut self, i: usize) -> RunningBinary {
         self.started += 1;
-        let d = self
-            .app
-            .spawn_run_config(&self.configs[i], &format!("instance-{i}-{}.log", self.started));
+        let d = self.app.spawn_run_config(
+            &self.configs[i],
+            &format!("instance-{i}-{}.log", self.started),
+        );
         let pid = d.child.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.instance_of(pid).await.is_none() {
@@ -402,7 +403,9 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
                 "{h:?}: attempts {outcomes:?}"
             );
             assert!(
-                outcomes.last().is_some_and(|o| o == "succeeded" || o == "following"),
+                outcomes
+                    .last()
+                    .is_some_and(|o| o == "succeeded" || o == "following"),
                 "{h:?}: attempts {outcomes:?}"
             );
             interrupted += 1;
@@ -479,7 +482,10 @@ fn last_firer(fleet: &Fleet) -> Option<usize> {
         .enumerate()
         .filter_map(|(i, d)| {
             let log = d.log_text();
-            let line = log.lines().rev().find(|l| l.contains("cron tick submitted"))?;
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("cron tick submitted"))?;
             let slot = line.split("slot=").nth(1)?.split_whitespace().next()?;
             Some((slot.trim_matches('"').to_string(), i))
         })
@@ -524,12 +530,11 @@ params = { repository_id = 1, follow = false }
     let stopping = chrono::Utc::now().timestamp_millis();
     fleet.stop_all().await;
 
-    let rows = sqlx::query(
-        "SELECT slot, status FROM jobs WHERE schedule = 'every-second' ORDER BY slot",
-    )
-    .fetch_all(&fleet.raw)
-    .await
-    .unwrap();
+    let rows =
+        sqlx::query("SELECT slot, status FROM jobs WHERE schedule = 'every-second' ORDER BY slot")
+            .fetch_all(&fleet.raw)
+            .await
+            .unwrap();
     let slots: Vec<(i64, String)> = rows
         .iter()
         .map(|r| (r.get("slot"), r.get("status")))
@@ -557,7 +562,10 @@ params = { repository_id = 1, follow = false }
         );
     }
     // The window reaches to the stop: the last slot is within two seconds of it.
-    assert!(stopping - last < 2500, "last slot {last}, stop at {stopping}");
+    assert!(
+        stopping - last < 2500,
+        "last slot {last}, stop at {stopping}"
+    );
     // Every tick's job ran or was skipped (a run still active), except the last one or two the
     // shutdown may have left queued.
     let open: Vec<_> = slots
@@ -658,7 +666,10 @@ async fn any_instance_lists_every_job_and_a_concurrent_archive_verifies() {
         .filter_map(|r| r.get::<Option<String>, _>("owner"))
         .collect();
     for id in &initial {
-        assert!(owners.contains(id), "no job of instance {id} listed: {owners:?}");
+        assert!(
+            owners.contains(id),
+            "no job of instance {id} listed: {owners:?}"
+        );
     }
     let audit_owners: HashSet<String> = rows
         .iter()
@@ -685,7 +696,11 @@ async fn any_instance_lists_every_job_and_a_concurrent_archive_verifies() {
             .await
             .unwrap();
         let unique: HashSet<&String> = archived.iter().collect();
-        assert_eq!(unique.len(), archived.len(), "duplicates in {repo}'s stream");
+        assert_eq!(
+            unique.len(),
+            archived.len(),
+            "duplicates in {repo}'s stream"
+        );
         let log: HashSet<String> = fleet.app.sim.audit_ids("file", repo).into_iter().collect();
         assert_eq!(
             unique.len(),
@@ -767,12 +782,19 @@ misfire_grace = "1s"
         .collect();
     let slots: Vec<i64> = jobs.iter().map(|(s, _)| *s).collect();
     let distinct: HashSet<i64> = slots.iter().copied().collect();
-    assert_eq!(distinct.len(), slots.len(), "a slot with two jobs: {slots:?}");
+    assert_eq!(
+        distinct.len(),
+        slots.len(),
+        "a slot with two jobs: {slots:?}"
+    );
     let consecutive = |s: &[i64]| s.windows(2).all(|w| w[1] - w[0] == 1000);
     let (before, after): (Vec<(i64, i64)>, Vec<(i64, i64)>) =
         jobs.iter().partition(|(s, _)| *s <= dead_at);
     let before: Vec<i64> = before.iter().map(|(s, _)| *s).collect();
-    assert!(consecutive(&before), "slots missing while alive: {before:?}");
+    assert!(
+        consecutive(&before),
+        "slots missing while alive: {before:?}"
+    );
     // After the outage: one made-up tick (the latest missed, fired more than the grace after
     // its slot), then every slot on time again. Not every missed slot made up, not none.
     assert!(after.len() >= 3, "ticks after the restart: {after:?}");
@@ -783,7 +805,10 @@ misfire_grace = "1s"
          was made up (slots {slots:?})"
     );
     let resumed: Vec<i64> = after[1..].iter().map(|(s, _)| *s).collect();
-    assert!(consecutive(&resumed), "slots missing after the restart: {resumed:?}");
+    assert!(
+        consecutive(&resumed),
+        "slots missing after the restart: {resumed:?}"
+    );
     let last_before = before.last().copied().unwrap();
     assert!(
         resumed[0] - last_before > 2000,
