@@ -823,3 +823,60 @@ misfire_grace = "1s"
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_for_one_repository_across_three_instances_costs_at_most_two_syncs() {
+    let sim = SimConfig {
+        seed_repos: 1..=100,
+        sync_duration: Duration::from_millis(30),
+        ..SimConfig::default()
+    };
+    let mut fleet = Fleet::new(sim, "").await;
+    // Each sync of 77 is followed for 2 s, longer than the burst takes to arrive: one sync, and
+    // at most one follow-up for what arrived while it ran, whichever instances took the copies.
+    fleet.app.sim.set_repo(
+        77,
+        codearts_syncd::sim::RepoBehaviour {
+            sync_duration: Some(Duration::from_secs(2)),
+            ..Default::default()
+        },
+    );
+    fleet.start_all().await;
+    let messages: Vec<_> = (0..60)
+        .map(|i| {
+            message(
+                "remote_mirror",
+                json!({"repository_id": 77}),
+                &format!("burst-{i}"),
+            )
+        })
+        .collect();
+    publish_raw(fleet.amqp(), &messages).await;
+    fleet
+        .wait_count(
+            "SELECT COUNT(*) FROM requests",
+            60,
+            Duration::from_secs(30),
+            "60 requests recorded",
+        )
+        .await;
+    fleet
+        .wait_count(
+            &format!(
+                "SELECT COUNT(*) FROM jobs WHERE {FINAL} \
+                 AND (SELECT COUNT(*) FROM jobs WHERE NOT {FINAL}) = 0"
+            ),
+            1,
+            Duration::from_secs(60),
+            "every job final",
+        )
+        .await;
+    fleet.stop_all().await;
+    let jobs = fleet.count("SELECT COUNT(*) FROM jobs").await;
+    let starts = fleet.app.sim.mirror_starts(77);
+    eprintln!("burst: 60 requests, {jobs} jobs, {starts} syncs");
+    assert!(
+        (1..=2).contains(&starts),
+        "{starts} syncs ({jobs} jobs) for a burst of 60 requests"
+    );
+}
