@@ -58,7 +58,9 @@ impl JobKind {
 
     /// The lane of a valid job of this kind: jobs sharing a lane never run together (at most
     /// one is `running` or `following`). A `remote_mirror`'s lane is its repository, so two
-    /// syncs of one repository never overlap. `None`: no exclusion.
+    /// syncs of one repository never overlap. `purge_recycle_bin` has one lane, the account's
+    /// recycle bin (a store serves one account), so two purges never run at once, on one
+    /// instance or across several. `None`: no exclusion.
     pub fn lane(self, params: &Value) -> Option<String> {
         match self {
             JobKind::RemoteMirror => params

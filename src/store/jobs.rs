@@ -134,6 +134,7 @@ impl Store {
         let out = self.observe(
             self.again_if_raced(|| async {
                 let mut tx = self.write_tx().await?;
+                requests::take_coalesce_turns(&mut tx, jobs).await?;
                 let mut out = Vec::with_capacity(jobs.len());
                 for job in jobs {
                     out.push(insert_in(&mut tx, job).await?);

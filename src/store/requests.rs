@@ -48,6 +48,9 @@ pub(super) async fn earlier(
         job.idempotency_key.as_deref()
     };
     let coalescible = job.coalesce && job.status == Status::Queued;
+    if coalescible {
+        take_coalesce_turn(tx, job).await?;
+    }
     if key.is_some() || coalescible {
         // One statement for both look-ups: an earlier request with this key, a queued job to join.
         // PostgreSQL indexes the parameters' digest (a B-tree entry cannot hold a long text).
@@ -79,6 +82,48 @@ pub(super) async fn earlier(
         }
     }
     Ok(None)
+}
+
+/// On PostgreSQL, where writers do not take turns for the whole transaction, two instances
+/// could each find no queued job to join and each insert one (a burst over a fleet then costs
+/// a sync per instance). Requests with the same kind and parameters take turns here instead,
+/// under a lock held until the transaction ends: the later one's look-up then sees the earlier
+/// one's job. Re-entrant, so a batch may take its turns up front (in one order, see
+/// [`take_coalesce_turns`]). Nothing to do on SQLite, where the write lock is the turn.
+pub(super) async fn take_coalesce_turn(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job: &NewJob,
+) -> Result<(), Error> {
+    if tx.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(coalesce_turn(job))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every coalescible job's turn in a batch, taken in one (sorted) order, so that two batches
+/// sharing parameters wait for each other instead of deadlocking.
+pub(super) async fn take_coalesce_turns(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[NewJob],
+) -> Result<(), Error> {
+    let mut turns: Vec<&NewJob> = jobs
+        .iter()
+        .filter(|j| j.coalesce && j.status == Status::Queued)
+        .collect();
+    turns.sort_by_key(|j| coalesce_turn(j));
+    turns.dedup_by_key(|j| coalesce_turn(j));
+    for job in turns {
+        take_coalesce_turn(tx, job).await?;
+    }
+    Ok(())
+}
+
+/// The advisory lock's name for one kind and parameter text (as the look-up compares them).
+fn coalesce_turn(job: &NewJob) -> String {
+    format!("coalesce:{}:{}", job.kind, job.params)
 }
 
 async fn record_request(

@@ -176,7 +176,9 @@ pub async fn spawn_app_sqlite_with(sim_cfg: SimConfig, extra: &str) -> TestApp {
     spawn_app_on(sim_cfg, extra, None).await
 }
 
-async fn spawn_app_on(sim_cfg: SimConfig, extra: &str, pg: Option<PgSchema>) -> TestApp {
+/// As [`spawn_app_with`], on `pg`'s schema when given (whatever `SYNCD_TEST_BACKEND` says),
+/// else on a SQLite file.
+pub async fn spawn_app_on(sim_cfg: SimConfig, extra: &str, pg: Option<PgSchema>) -> TestApp {
     let sim = Simulator::new(sim_cfg.clone());
     let addr = sim
         .spawn(([127, 0, 0, 1], 0).into())
@@ -472,16 +474,36 @@ pub fn run_binary(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("binary runs");
+    // Both pipes are drained while it runs: an output larger than a pipe's buffer would
+    // otherwise block the binary on its write until the deadline.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    use std::io::Read;
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + within;
     loop {
         match child.try_wait().expect("wait for the binary") {
-            Some(_) => return child.wait_with_output().expect("binary output"),
+            Some(status) => {
+                return Output {
+                    status,
+                    stdout: stdout.join().expect("stdout"),
+                    stderr: stderr.join().expect("stderr"),
+                }
+            }
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("binary output");
+                let _ = child.wait();
                 panic!(
                     "{args:?} still running after {within:?}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&stderr.join().expect("stderr"))
                 );
             }
             None => std::thread::sleep(Duration::from_millis(20)),
@@ -499,12 +521,18 @@ impl TestApp {
     /// Starts `run` as a separate process, as an operator would; its log (text, stderr) goes
     /// to `log_name` in the test directory.
     pub fn spawn_run(&self, log_name: &str) -> RunningBinary {
+        self.spawn_run_config(&self.config_path(), log_name)
+    }
+
+    /// As [`TestApp::spawn_run`] with another configuration file (one instance of several).
+    pub fn spawn_run_config(&self, config: &std::path::Path, log_name: &str) -> RunningBinary {
         let log = self.dir.path().join(log_name);
         let file = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_codearts-syncd"))
             .arg("--config")
-            .arg(self.config_path())
+            .arg(config)
             .arg("run")
+            .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(file)
