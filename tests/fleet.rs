@@ -1,6 +1,8 @@
 //! Several instances on one PostgreSQL store and one RabbitMQ: each test starts three daemons
 //! (child processes of the binary, one configuration file each, the same store schema and the
-//! same queues) and one simulator, always on PostgreSQL whatever `SYNCD_TEST_BACKEND` says.
+//! same queues) and one simulator, always on PostgreSQL. They run in the suite's PostgreSQL
+//! pass (`SYNCD_TEST_BACKEND=postgres`, as `.ci/run` does) and are skipped in the SQLite pass,
+//! which would only run them a second time.
 //! Each test makes its own schema and its own queues, and deletes them at the end.
 
 mod support;
@@ -242,6 +244,12 @@ struct Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_lose_nothing_through_five_sigkills() {
+    if !support::postgres() {
+        eprintln!(
+            "three_instances_lose_nothing_through_five_sigkills: runs in the PostgreSQL pass"
+        );
+        return;
+    }
     let started = Instant::now();
     let sim = SimConfig {
         seed_repos: 1..=5000,
@@ -495,6 +503,10 @@ fn last_firer(fleet: &Fleet) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_fire_every_second_exactly_once_through_two_kills() {
+    if !support::postgres() {
+        eprintln!("three_instances_fire_every_second_exactly_once_through_two_kills: runs in the PostgreSQL pass");
+        return;
+    }
     let started = Instant::now();
     let schedule = r#"
 [[schedules]]
@@ -582,6 +594,10 @@ params = { repository_id = 1, follow = false }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_instance_lists_every_job_and_a_concurrent_archive_verifies() {
+    if !support::postgres() {
+        eprintln!("any_instance_lists_every_job_and_a_concurrent_archive_verifies: runs in the PostgreSQL pass");
+        return;
+    }
     let started = Instant::now();
     let sim = SimConfig {
         seed_repos: 1..=1000,
@@ -731,6 +747,10 @@ async fn any_instance_lists_every_job_and_a_concurrent_archive_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_dead_at_once_then_back_makes_up_one_tick_with_run_once() {
+    if !support::postgres() {
+        eprintln!("every_instance_dead_at_once_then_back_makes_up_one_tick_with_run_once: runs in the PostgreSQL pass");
+        return;
+    }
     let started = Instant::now();
     let schedule = r#"
 [[schedules]]
@@ -826,6 +846,10 @@ misfire_grace = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_for_one_repository_across_three_instances_costs_at_most_two_syncs() {
+    if !support::postgres() {
+        eprintln!("a_burst_for_one_repository_across_three_instances_costs_at_most_two_syncs: runs in the PostgreSQL pass");
+        return;
+    }
     let sim = SimConfig {
         seed_repos: 1..=100,
         sync_duration: Duration::from_millis(30),
