@@ -18,6 +18,14 @@
 //! cargo build --release && cargo run --release --example bench_amqp -- [N] [normal|full] [--no-latency]
 //! ```
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest).
+//!
+//! For profiling: `--phases=c` runs only some of the phases (letters a to d), `--c=64` sets (c)'s
+//! concurrencies; in (c) and (d), `BENCH_AMQP_WRAP` is a command the daemon is started under
+//! (e.g. `valgrind --tool=callgrind`, which keeps the daemon's pid) and `BENCH_AMQP_ATTACH` a
+//! shell command, `{pid}` replaced by the daemon's, started when the first job is recorded and
+//! sent SIGINT when the last one is (e.g. `perf record -p {pid}`, `strace -c -f -p {pid}`);
+//! `BENCH_AMQP_DAEMON_ENV` (`NAME=value …`) sets variables in the daemon's environment only
+//! (e.g. `RUST_LOG=warn,sqlx::query=debug` to log every statement).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -122,6 +130,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// Context switches (voluntary, involuntary) of the process's live threads.
+fn context_switches(pid: u32) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return total;
+    };
+    for t in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let n = |l: &str| l.trim().parse::<u64>().unwrap_or(0);
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                total.0 += n(v);
+            } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                total.1 += n(v);
+            }
+        }
+    }
+    total
+}
+
 /// RSS in MB: total, anonymous, file-backed.
 fn rss_mb(pid: u32) -> (f64, f64, f64) {
     let f = |field| proc_status_kib(&pid.to_string(), field).unwrap_or(0) as f64 / 1024.0;
@@ -145,6 +175,7 @@ impl Daemon {
         sync: &str,
         concurrency: usize,
         preload: Option<(&Channel, usize)>,
+        wrap: Option<&str>,
     ) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
@@ -188,11 +219,26 @@ prefetch = {prefetch}
             codearts_syncd::ingress::amqp::declare_topology(ch, acfg).await?;
             publish(ch, &tag, 0..n).await?;
         }
-        let child = std::process::Command::new(bin)
+        let mut words = wrap.unwrap_or("").split_whitespace();
+        let mut cmd = match words.next() {
+            Some(first) => {
+                let mut c = std::process::Command::new(first);
+                c.args(words).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&path)
             .arg("run")
             .env("RUST_LOG", "warn")
+            .envs(
+                std::env::var("BENCH_AMQP_DAEMON_ENV")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('=')),
+            )
             .spawn()?;
         let pid = child.id();
         Ok(Daemon {
@@ -301,8 +347,16 @@ async fn publish(
 }
 
 /// Polls the store until `n` jobs succeeded with a jid. Returns the CPU the daemon had used
-/// when the first job was recorded and the count then, and its peak RSS seen.
-async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
+/// when the first job was recorded and the count then, and its peak RSS seen; `switches`
+/// gets the daemon's context switches when the first job was recorded. `attach` (a
+/// shell command, `{pid}` replaced) is started when the first job is recorded and sent SIGINT
+/// at the end.
+async fn wait_done(
+    d: &Daemon,
+    n: usize,
+    attach: Option<&str>,
+    switches: &mut (u64, u64),
+) -> anyhow::Result<(f64, usize, f64)> {
     // The daemon creates its store as it starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     let db = loop {
@@ -314,6 +368,7 @@ async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
         }
     };
     let mut first: Option<(f64, usize)> = None;
+    let mut attached: Option<std::process::Child> = None;
     let mut peak = 0.0f64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
@@ -327,8 +382,25 @@ async fn wait_done(d: &Daemon, n: usize) -> anyhow::Result<(f64, usize, f64)> {
         .unwrap_or(0);
         if done > 0 && first.is_none() {
             first = Some((cpu, done as usize));
+            *switches = context_switches(d.pid);
+            if let Some(cmd) = attach {
+                use std::os::unix::process::CommandExt;
+                attached = Some(
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(cmd.replace("{pid}", &d.pid.to_string()))
+                        .process_group(0)
+                        .spawn()?,
+                );
+            }
         }
         if done as usize >= n {
+            if let Some(mut child) = attached.take() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-INT", "--", &format!("-{}", child.id())])
+                    .status();
+                child.wait()?;
+            }
             db.close().await;
             let (c, k) = first.unwrap_or((cpu, 0));
             return Ok((c, k, peak));
@@ -358,6 +430,8 @@ struct Preloaded {
     jobs_per_s: f64,
     cpu_us_per_job: f64,
     api_calls_per_job: f64,
+    /// The daemon's context switches per job (voluntary, involuntary).
+    switches_per_job: (f64, f64),
 }
 
 /// (c)/(d): N jobs preloaded, then the daemon started with `concurrency`; timed from the first
@@ -373,11 +447,25 @@ async fn preloaded(
 ) -> anyhow::Result<Preloaded> {
     let ch = conn.create_channel().await?;
     let calls_before = sim.count(Route::MirrorShow) + sim.count(Route::MirrorStart);
-    let d = Daemon::start(bin, addr, sync, concurrency, Some((&ch, n))).await?;
+    let wrap = std::env::var("BENCH_AMQP_WRAP").ok();
+    let attach = std::env::var("BENCH_AMQP_ATTACH").ok();
+    let d = Daemon::start(
+        bin,
+        addr,
+        sync,
+        concurrency,
+        Some((&ch, n)),
+        wrap.as_deref(),
+    )
+    .await?;
+    println!("    daemon pid {}, store {}", d.pid, d.db().display());
     let started = Instant::now();
-    let (cpu_first, done_first, _) = wait_done(&d, n).await?;
+    let mut switches_first = (0, 0);
+    let (cpu_first, done_first, _) =
+        wait_done(&d, n, attach.as_deref(), &mut switches_first).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu_end = cpu_seconds(d.pid);
+    let switches_end = context_switches(d.pid);
     let calls = sim.count(Route::MirrorShow) + sim.count(Route::MirrorStart) - calls_before;
     // Rate over the jobs after the first one recorded, so start-up is not counted.
     let rest = (n - done_first).max(1);
@@ -395,13 +483,30 @@ async fn preloaded(
         jobs_per_s: (n - 1) as f64 / first_at,
         cpu_us_per_job: (cpu_end - cpu_first) / rest as f64 * 1e6,
         api_calls_per_job: calls as f64 / n as f64,
+        switches_per_job: (
+            switches_end.0.saturating_sub(switches_first.0) as f64 / rest as f64,
+            switches_end.1.saturating_sub(switches_first.1) as f64 / rest as f64,
+        ),
     })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let latency_mode = !args.iter().any(|a| a == "--no-latency");
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let phases = flag("--phases").unwrap_or_else(|| "abcd".into());
+    let concurrencies: Vec<usize> = match flag("--c") {
+        Some(list) => list
+            .split(',')
+            .map(|c| c.trim().parse())
+            .collect::<Result<_, _>>()?,
+        None => vec![8, 64],
+    };
+    let latency_mode = phases.contains('d') && !args.iter().any(|a| a == "--no-latency");
     let mut positional = args.iter().filter(|a| !a.starts_with("--"));
     let n: usize = positional
         .next()
@@ -418,8 +523,13 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(1),
         std::fs::metadata(&bin)?.len() as f64 / 1e6
     );
-    let raw = broker_rate(n).await?;
-    println!("(a) broker alone (publisher confirms + manual acks): {raw:>9.0} msg/s");
+    let raw = if phases.contains('a') {
+        let raw = broker_rate(n).await?;
+        println!("(a) broker alone (publisher confirms + manual acks): {raw:>9.0} msg/s");
+        raw
+    } else {
+        f64::NAN
+    };
 
     let sim = Simulator::new(SimConfig {
         seed_repos: 1..=(n as u32 + 10),
@@ -429,9 +539,56 @@ async fn main() -> anyhow::Result<()> {
     let conn = connection().await?;
     let ch = conn.create_channel().await?;
 
-    // (b) end to end, publishing while the daemon consumes.
-    let d = Daemon::start(&bin, &addr, &sync, 32, None).await?;
-    d.wait_consuming(&conn).await?;
+    if phases.contains('b') {
+        end_to_end(&bin, &addr, &conn, &ch, &sync, n, raw).await?;
+    }
+
+    // (c) CPU per job, queue preloaded, at two concurrencies.
+    if phases.contains('c') {
+        for &c in &concurrencies {
+            let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, n).await?;
+            println!(
+                "(c) preloaded, concurrency {c:>4}: {:>7.0} jobs/s, daemon CPU {:>5.0} µs/job, {:.1} + {:.1} context switches/job (voluntary + not)",
+                r.jobs_per_s, r.cpu_us_per_job, r.switches_per_job.0, r.switches_per_job.1
+            );
+        }
+    }
+
+    // (d) under API latency.
+    if latency_mode {
+        let latency = Duration::from_millis(100);
+        sim.set_latency(latency);
+        for c in [16, 64, 256, 1024] {
+            let jobs = (c * 8).max(2000).min(n.max(2000));
+            let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, jobs).await?;
+            let bound = c as f64 / (r.api_calls_per_job * latency.as_secs_f64());
+            println!(
+                "(d) API latency 100 ms, concurrency {c:>4}: {:>7.0} jobs/s ({jobs} jobs, {:.1} API calls/job; bound {:.0} jobs/s, reached {:.0} %), CPU {:.0} µs/job",
+                r.jobs_per_s,
+                r.api_calls_per_job,
+                bound,
+                100.0 * r.jobs_per_s / bound,
+                r.cpu_us_per_job
+            );
+        }
+        sim.set_latency(Duration::ZERO);
+    }
+    let _ = conn.close(200, ShortString::from("done")).await;
+    Ok(())
+}
+
+/// (b): the daemon end to end, publishing while it consumes; `raw` is (a)'s rate.
+async fn end_to_end(
+    bin: &Path,
+    addr: &str,
+    conn: &Connection,
+    ch: &Channel,
+    sync: &str,
+    n: usize,
+    raw: f64,
+) -> anyhow::Result<()> {
+    let d = Daemon::start(bin, addr, sync, 32, None, None).await?;
+    d.wait_consuming(conn).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_mb(d.pid);
     let cpu_before = cpu_seconds(d.pid);
@@ -440,7 +597,7 @@ async fn main() -> anyhow::Result<()> {
     let t0 = chrono::Utc::now().timestamp_millis();
     let published = publish(&pch, &d.tag, 0..n).await?;
     let publish_s = started.elapsed().as_secs_f64();
-    let (_, _, peak_seen) = wait_done(&d, n).await?;
+    let (_, _, peak_seen) = wait_done(&d, n, None, &mut (0, 0)).await?;
     let cpu_used = cpu_seconds(d.pid) - cpu_before;
     let db = read_only(&d.db()).await?;
     let rows =
@@ -463,7 +620,7 @@ async fn main() -> anyhow::Result<()> {
     let hwm = proc_status_kib(&d.pid.to_string(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_after = rss_mb(d.pid);
-    d.stop(&ch).await?;
+    d.stop(ch).await?;
 
     println!("(b) daemon end to end (publish → recorded succeeded with jid): {e2e:>9.0} jobs/s (publishing took {publish_s:.1} s)");
     println!("    ratio b/a: {:.2}", e2e / raw);
@@ -487,34 +644,5 @@ async fn main() -> anyhow::Result<()> {
         hwm.max(peak_seen)
     );
 
-    // (c) CPU per job, queue preloaded, at two concurrencies.
-    for c in [8, 64] {
-        let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, n).await?;
-        println!(
-            "(c) preloaded, concurrency {c:>4}: {:>7.0} jobs/s, daemon CPU {:>5.0} µs/job",
-            r.jobs_per_s, r.cpu_us_per_job
-        );
-    }
-
-    // (d) under API latency.
-    if latency_mode {
-        let latency = Duration::from_millis(100);
-        sim.set_latency(latency);
-        for c in [16, 64, 256, 1024] {
-            let jobs = (c * 8).max(2000).min(n.max(2000));
-            let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, jobs).await?;
-            let bound = c as f64 / (r.api_calls_per_job * latency.as_secs_f64());
-            println!(
-                "(d) API latency 100 ms, concurrency {c:>4}: {:>7.0} jobs/s ({jobs} jobs, {:.1} API calls/job; bound {:.0} jobs/s, reached {:.0} %), CPU {:.0} µs/job",
-                r.jobs_per_s,
-                r.api_calls_per_job,
-                bound,
-                100.0 * r.jobs_per_s / bound,
-                r.cpu_us_per_job
-            );
-        }
-        sim.set_latency(Duration::ZERO);
-    }
-    let _ = conn.close(200, ShortString::from("done")).await;
     Ok(())
 }
