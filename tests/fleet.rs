@@ -66,11 +66,8 @@ impl Fleet {
         // Declared before anything is published, so nothing is unroutable.
         publish_raw(&amqp, &[]).await;
         let base = std::fs::read_to_string(app.config_path()).unwrap();
-        let with_lease = base.replacen(
-            "synchronous = \"normal\"\n",
-            &format!("synchronous = \"normal\"\nlease = \"{LEASE}\"\n"),
-            1,
-        );
+        // The test support's PostgreSQL lease, made this file's.
+        let with_lease = base.replacen("lease = \"2s\"\n", &format!("lease = \"{LEASE}\"\n"), 1);
         assert_ne!(with_lease, base, "the [store] section takes the lease");
         let configs: Vec<PathBuf> = (0..3)
             .map(|i| {
