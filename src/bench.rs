@@ -122,7 +122,8 @@ pub async fn audit(setup: AuditSetup) -> anyhow::Result<AuditBench> {
     let mut cfg = Config::from_toml_str(crate::demo::DEMO_CONFIG, dir.path())?;
     cfg.cloud.endpoints.iam = Some(base.clone());
     cfg.cloud.endpoints.repo = Some(base.clone());
-    cfg.cloud.endpoints.artifact = Some(base);
+    cfg.cloud.endpoints.artifact = Some(base.clone());
+    cfg.cloud.endpoints.swr = Some(base);
     cfg.http.request_timeout = Duration::from_secs(60);
     let cfg = Arc::new(cfg);
     let store = Store::open(&cfg.store).await?;

@@ -45,6 +45,7 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     cfg.cloud.endpoints.iam = Some(base.clone());
     cfg.cloud.endpoints.repo = Some(base.clone());
     cfg.cloud.endpoints.artifact = Some(base.clone());
+    cfg.cloud.endpoints.swr = Some(base.clone());
     let cfg = Arc::new(cfg);
 
     println!("simulator: {base}");

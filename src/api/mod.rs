@@ -27,6 +27,7 @@ pub enum Service {
     Iam,
     Repo,
     Artifact,
+    Swr,
 }
 
 impl Service {
@@ -36,6 +37,7 @@ impl Service {
             Service::Iam => "iam",
             Service::Repo => "repo",
             Service::Artifact => "artifact",
+            Service::Swr => "swr",
         }
     }
 }
@@ -236,6 +238,7 @@ impl Client {
             Service::Iam => &self.endpoints.iam,
             Service::Repo => &self.endpoints.repo,
             Service::Artifact => &self.endpoints.artifact,
+            Service::Swr => &self.endpoints.swr,
         }
     }
 

@@ -177,6 +177,7 @@ impl Config {
             ("cloud.endpoints.iam", &self.cloud.endpoints.iam),
             ("cloud.endpoints.repo", &self.cloud.endpoints.repo),
             ("cloud.endpoints.artifact", &self.cloud.endpoints.artifact),
+            ("cloud.endpoints.swr", &self.cloud.endpoints.swr),
         ] {
             if let Some(url) = url {
                 match url::Url::parse(url) {

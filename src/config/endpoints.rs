@@ -12,6 +12,7 @@ pub struct EndpointOverrides {
     pub iam: Option<String>,
     pub repo: Option<String>,
     pub artifact: Option<String>,
+    pub swr: Option<String>,
 }
 
 /// The endpoints in force, after defaults.
@@ -20,6 +21,7 @@ pub struct Endpoints {
     pub iam: String,
     pub repo: String,
     pub artifact: String,
+    pub swr: String,
 }
 
 impl Config {
@@ -31,11 +33,13 @@ impl Config {
             iam: e.iam.clone().unwrap_or(d.iam),
             repo: e.repo.clone().unwrap_or(d.repo),
             artifact: e.artifact.clone().unwrap_or(d.artifact),
+            swr: e.swr.clone().unwrap_or(d.swr),
         }
     }
 }
 
-/// Region defaults, from the SDK region files: Artifact and Repo hosts are not uniform.
+/// Region defaults, from the SDK region files: Artifact and Repo hosts are not uniform; SWR's
+/// is `swr-api.{region}` everywhere.
 pub fn default_endpoints(region: &str) -> Endpoints {
     let artifact_host = match region {
         "ap-southeast-3" | "cn-south-1" | "me-east-1" | "af-south-1" | "af-north-1" => "artifact",
@@ -55,5 +59,6 @@ pub fn default_endpoints(region: &str) -> Endpoints {
         iam: format!("https://iam.{region}.{iam_suffix}"),
         repo: format!("https://{repo_host}.{region}.myhuaweicloud.com"),
         artifact: format!("https://{artifact_host}.{region}.myhuaweicloud.com"),
+        swr: format!("https://swr-api.{region}.myhuaweicloud.com"),
     }
 }

@@ -256,6 +256,10 @@ fn region_defaults_follow_the_sdk_region_files() {
         default_endpoints("eu-west-101").iam,
         "https://iam.eu-west-101.myhuaweicloud.eu"
     );
+    assert_eq!(
+        default_endpoints("cn-south-1").swr,
+        "https://swr-api.cn-south-1.myhuaweicloud.com"
+    );
 }
 
 #[test]

@@ -36,6 +36,7 @@ codearts_project_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 iam = "{url}"
 repo = "{url}"
 artifact = "{url}"
+swr = "{url}"
 
 [cloud.auth]
 method = "password"
