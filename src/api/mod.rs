@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod repo;
 pub mod signer;
+pub mod swr;
 
 use std::time::{Duration, Instant};
 
