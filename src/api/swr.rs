@@ -20,10 +20,7 @@ impl ContentRange {
     /// when the header is missing or holds something else.
     pub fn parse(value: &str) -> Option<ContentRange> {
         let value = value.trim();
-        let value = match value.rsplit_once(' ') {
-            Some((_, range)) => range,
-            None => value,
-        };
+        let value = value.trim_start_matches(|c: char| c.is_ascii_alphabetic());
         let (range, total) = value.split_once('/')?;
         let (offset, _) = range.split_once('-')?;
         Some(ContentRange {
