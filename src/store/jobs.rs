@@ -3,6 +3,8 @@
 //! jobs a dead process left `running`. Claiming and settling live in [`super::claim`] and
 //! [`super::settle`]; who asked for a job, in [`super::requests`].
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::Row;
 
@@ -135,10 +137,7 @@ impl Store {
             self.again_if_raced(|| async {
                 let mut tx = self.write_tx().await?;
                 requests::take_coalesce_turns(&mut tx, jobs).await?;
-                let mut out = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    out.push(insert_in(&mut tx, job).await?);
-                }
+                let out = insert_batch_in(&mut tx, jobs).await?;
                 tx.commit().await?;
                 Ok(out)
             })
@@ -258,16 +257,8 @@ pub(super) async fn insert_in(
         return Ok(earlier);
     }
     let finished = job.status.is_final().then_some(now);
-    // PostgreSQL's text cannot hold NUL, which a rejected submission's raw bytes may contain:
-    // there it is stored as U+FFFD (SQLite keeps it).
     let pg = tx.backend() == Backend::Postgres;
-    let text = |s: &str| -> String {
-        if pg && s.contains('\0') {
-            s.replace('\0', "\u{FFFD}")
-        } else {
-            s.to_string()
-        }
-    };
+    let text = |s: &str| stored_text(pg, s);
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, next_run_at, \
            idempotency_key, error_code, error_msg, created_at, finished_at, updated_at, slot, \
@@ -293,6 +284,179 @@ pub(super) async fn insert_in(
     .await?;
     // The job's request row is written by the trigger jobs_record_request.
     Ok(Inserted::New(id))
+}
+
+/// The most rows one multi-row statement carries (SQLite allows 32,766 placeholders, PostgreSQL
+/// 65,535; the widest statement here has 15 columns).
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// What one job of a batch does, decided before anything is written.
+enum Plan {
+    Done(Inserted),
+    /// Inserted, as the n-th new row of the batch.
+    New(usize),
+    /// Joins the job the n-th new row of the batch becomes.
+    JoinNew(usize),
+    /// Joins a job already in the store.
+    Join(JobId),
+    /// Its key was taken by the n-th new row of the batch.
+    DuplicateOfNew(usize),
+}
+
+/// Where a key or a set of parameters already points inside a batch.
+#[derive(Clone, Copy)]
+enum Target {
+    New(usize),
+    Stored(JobId),
+}
+
+/// Inserts a batch with a few statements instead of two per job: one look-up for every key and
+/// every set of parameters ([`requests::earlier_many`]), one multi-row `INSERT` of the new jobs,
+/// one of the requests that joined a job. The outcome of each job is what inserting them one by
+/// one in order ([`insert_in`]) gives: a later job of the batch finds an earlier one's key
+/// (`Duplicate`) and joins an earlier queued one with its parameters (`Coalesced`), a job
+/// already in the store first.
+pub(super) async fn insert_batch_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[NewJob],
+) -> Result<Vec<Inserted>, Error> {
+    if jobs.len() < 2 {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(insert_in(tx, job).await?);
+        }
+        return Ok(out);
+    }
+    let now = now_ms();
+    let found = requests::earlier_many(tx, jobs).await?;
+    let mut keys: HashMap<&str, Target> = HashMap::new();
+    let mut queued: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut new_rows: Vec<&NewJob> = Vec::new();
+    let mut plans = Vec::with_capacity(jobs.len());
+    for (job, (dup, joinable)) in jobs.iter().zip(found) {
+        let key = requests::held_key(job);
+        let plan = match key.and_then(|k| keys.get(k)) {
+            Some(Target::New(n)) => Plan::DuplicateOfNew(*n),
+            Some(Target::Stored(id)) => Plan::Done(Inserted::Duplicate(*id)),
+            None => match dup {
+                Some(id) => Plan::Done(Inserted::Duplicate(id)),
+                None if requests::coalescible(job) => match joinable {
+                    Some(id) => Plan::Join(id),
+                    None => match queued.get(&(job.kind.as_str(), job.params.as_str())) {
+                        Some(n) => Plan::JoinNew(*n),
+                        None => Plan::New(new_rows.len()),
+                    },
+                },
+                None => Plan::New(new_rows.len()),
+            },
+        };
+        match plan {
+            Plan::New(n) => {
+                new_rows.push(job);
+                if job.status == Status::Queued {
+                    queued.insert((&job.kind, &job.params), n);
+                }
+                if let Some(k) = key {
+                    keys.insert(k, Target::New(n));
+                }
+            }
+            Plan::Join(id) => {
+                if let Some(k) = key {
+                    keys.insert(k, Target::Stored(id));
+                }
+            }
+            Plan::JoinNew(n) => {
+                if let Some(k) = key {
+                    keys.insert(k, Target::New(n));
+                }
+            }
+            _ => {}
+        }
+        plans.push(plan);
+    }
+    let ids = insert_rows(tx, &new_rows, now).await?;
+    let mut joined = Vec::new();
+    let out = plans
+        .into_iter()
+        .zip(jobs)
+        .map(|(plan, job)| match plan {
+            Plan::Done(i) => i,
+            Plan::New(n) => Inserted::New(ids[n]),
+            Plan::DuplicateOfNew(n) => Inserted::Duplicate(ids[n]),
+            Plan::Join(id) => {
+                joined.push((id, job));
+                Inserted::Coalesced(id)
+            }
+            Plan::JoinNew(n) => {
+                joined.push((ids[n], job));
+                Inserted::Coalesced(ids[n])
+            }
+        })
+        .collect();
+    requests::record_joined(tx, &joined, now).await?;
+    Ok(out)
+}
+
+/// Inserts `rows` as new jobs, a multi-row `INSERT` per [`ROWS_PER_STATEMENT`]; their ids in
+/// the same order. Ids are handed out in the order of the rows (SQLite's rowid, PostgreSQL's
+/// identity), so the returned ids, sorted, are the rows' in order.
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[&NewJob],
+    now: i64,
+) -> Result<Vec<JobId>, Error> {
+    let pg = tx.backend() == Backend::Postgres;
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, \
+               next_run_at, idempotency_key, error_code, error_msg, created_at, finished_at, \
+               updated_at, slot, lane) VALUES {} RETURNING id",
+            super::value_rows(chunk.len(), 15, 1)
+        );
+        // Dynamic only in the number of placeholder rows.
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+        for job in chunk {
+            let finished = job.status.is_final().then_some(now);
+            q = q
+                .bind(stored_text(pg, &job.kind))
+                .bind(stored_text(pg, &job.params))
+                .bind(job.source.as_str())
+                .bind(job.schedule.clone())
+                .bind(job.status.as_str())
+                .bind(job.max_attempts as i64)
+                .bind(now)
+                .bind(job.idempotency_key.as_deref().map(|k| stored_text(pg, k)))
+                .bind(job.error_code.clone())
+                .bind(job.error_msg.as_deref().map(|m| stored_text(pg, m)))
+                .bind(now)
+                .bind(finished)
+                .bind(now)
+                .bind(job.slot)
+                .bind(job.lane.clone());
+        }
+        let mut got = q.fetch_all(&mut **tx).await?;
+        got.sort_unstable();
+        if got.len() != chunk.len() {
+            return Err(Error::Sql(sqlx::Error::Protocol(format!(
+                "a multi-row insert of {} jobs returned {} ids",
+                chunk.len(),
+                got.len()
+            ))));
+        }
+        ids.extend(got);
+    }
+    Ok(ids)
+}
+
+/// Text as stored: PostgreSQL's text cannot hold NUL, which a rejected submission's raw bytes
+/// may contain, so there it is stored as U+FFFD (SQLite keeps it).
+fn stored_text(pg: bool, s: &str) -> String {
+    if pg && s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
 }
 
 fn json_col(row: &sqlx::any::AnyRow, col: &str) -> Result<Option<serde_json::Value>, Error> {

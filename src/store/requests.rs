@@ -40,14 +40,8 @@ pub(super) async fn earlier(
     job: &NewJob,
     now: i64,
 ) -> Result<Option<Inserted>, Error> {
-    let rejected = job.status == Status::Rejected;
-    // A rejected submission does not hold its key, so a corrected resend goes through.
-    let key = if rejected {
-        None
-    } else {
-        job.idempotency_key.as_deref()
-    };
-    let coalescible = job.coalesce && job.status == Status::Queued;
+    let key = held_key(job);
+    let coalescible = coalescible(job);
     if coalescible {
         take_coalesce_turn(tx, job).await?;
     }
@@ -82,6 +76,96 @@ pub(super) async fn earlier(
         }
     }
     Ok(None)
+}
+
+/// The idempotency key a job holds once recorded: none for a rejected submission, so that a
+/// corrected resend goes through.
+pub(super) fn held_key(job: &NewJob) -> Option<&str> {
+    if job.status == Status::Rejected {
+        None
+    } else {
+        job.idempotency_key.as_deref()
+    }
+}
+
+/// True when the job joins a queued job of its kind with the same parameters, if there is one.
+pub(super) fn coalescible(job: &NewJob) -> bool {
+    job.coalesce && job.status == Status::Queued
+}
+
+/// [`earlier`]'s two look-ups for every job of a batch in one statement per
+/// [`super::jobs::ROWS_PER_STATEMENT`] jobs: for each job, in order, the job holding its
+/// idempotency key and the oldest queued job it may join, as the store holds them before the
+/// batch (the batch's own jobs are the caller's to match).
+pub(super) async fn earlier_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    jobs: &[NewJob],
+) -> Result<Vec<(Option<JobId>, Option<JobId>)>, Error> {
+    let mut out = vec![(None, None); jobs.len()];
+    let asks: Vec<usize> = (0..jobs.len())
+        .filter(|&i| held_key(&jobs[i]).is_some() || coalescible(&jobs[i]))
+        .collect();
+    for chunk in asks.chunks(super::jobs::ROWS_PER_STATEMENT) {
+        let joinable = match tx.backend() {
+            Backend::Sqlite => "params = v.params",
+            Backend::Postgres => "md5(params) = md5(v.params) AND params = v.params",
+        };
+        let sql = format!(
+            "WITH v (i, k, co, kind, params) AS (VALUES {}) \
+             SELECT v.i AS i, \
+               (SELECT job_id FROM requests WHERE v.k IS NOT NULL AND idem_key = v.k) AS dup, \
+               (SELECT id FROM jobs WHERE v.co AND kind = v.kind AND status = 'queued' \
+                  AND {joinable} ORDER BY id LIMIT 1) AS joinable \
+             FROM v",
+            super::value_rows(chunk.len(), 5, 1)
+        );
+        // Dynamic only in the number of placeholder rows and the backend's digest clause.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in chunk {
+            let job = &jobs[i];
+            q = q
+                .bind(i as i64)
+                .bind(held_key(job).map(str::to_string))
+                .bind(coalescible(job))
+                .bind(job.kind.clone())
+                .bind(job.params.clone());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let i: i64 = row.try_get("i")?;
+            let slot = out.get_mut(i as usize).ok_or_else(|| {
+                Error::Sql(sqlx::Error::Protocol(format!("look-up returned row {i}")))
+            })?;
+            *slot = (row.try_get("dup")?, row.try_get("joinable")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Records the requests of a batch's jobs that joined another job (`coalesced`), in one
+/// statement per [`super::jobs::ROWS_PER_STATEMENT`].
+pub(super) async fn record_joined(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    joined: &[(JobId, &NewJob)],
+    now: i64,
+) -> Result<(), Error> {
+    for chunk in joined.chunks(super::jobs::ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO requests (job_id, source, idem_key, outcome, received_at) VALUES {}",
+            super::value_rows(chunk.len(), 5, 1)
+        );
+        // Dynamic only in the number of placeholder rows.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, job) in chunk {
+            q = q
+                .bind(*id)
+                .bind(job.source.as_str())
+                .bind(held_key(job).map(str::to_string))
+                .bind("coalesced")
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// On PostgreSQL, where writers do not take turns for the whole transaction, two instances
