@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Backend, Error, Store};
+use super::{Backend, Error, OnBackend, Store};
 use crate::{now_ms, JobId};
 
 /// The `prev_hash` of a stream's first record.
@@ -246,7 +246,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO audit_archive (module, repo, record_id, record_time, record, fetched_at, \
                job_id, prev_hash, hash) VALUES {} RETURNING seq",
-            super::value_rows(fresh.len(), 9, 1)
+            super::value_rows_on(tx.backend(), fresh.len(), 9, 1)
         );
         // Dynamic only in the number of placeholder rows.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{health::Health, Error, Store};
+use super::{health::Health, Backend, Error, Store};
 use crate::{now_ms, JobId};
 
 /// Checkpoints written in one transaction at most.
@@ -42,6 +42,7 @@ impl Store {
             // Store (and with it the sender) is gone.
             tokio::spawn(write_batches(
                 self.pool.clone(),
+                self.backend,
                 self.instance.clone(),
                 self.health.clone(),
                 rx,
@@ -66,6 +67,7 @@ impl Store {
 
 async fn write_batches(
     pool: AnyPool,
+    backend: Backend,
     owner: std::sync::Arc<str>,
     health: std::sync::Arc<Health>,
     mut rx: mpsc::Receiver<Pending>,
@@ -78,7 +80,7 @@ async fn write_batches(
                 Err(_) => break,
             }
         }
-        match write(&pool, &owner, &batch).await {
+        match write(&pool, backend, &owner, &batch).await {
             Ok(written) => {
                 health.ok();
                 for p in batch {
@@ -108,13 +110,22 @@ async fn write_batches(
 
 /// One statement for the whole batch; returns the ids it updated (those still running, and
 /// still this instance's).
-async fn write(pool: &AnyPool, owner: &str, batch: &[Pending]) -> Result<Vec<JobId>, sqlx::Error> {
-    let rows = super::value_rows(batch.len(), 3, 3);
+async fn write(
+    pool: &AnyPool,
+    backend: Backend,
+    owner: &str,
+    batch: &[Pending],
+) -> Result<Vec<JobId>, sqlx::Error> {
+    let (scalars, rows) = (
+        super::params_on(backend, 2, 1),
+        super::value_rows_on(backend, batch.len(), 3, 3),
+    );
     let sql = format!(
-        "WITH v (id, checkpoint, jid) AS (VALUES {rows}) \
+        "WITH p (now, owner) AS (VALUES ({scalars})), \
+           v (id, checkpoint, jid) AS (VALUES {rows}) \
          UPDATE jobs SET checkpoint = v.checkpoint, jid = COALESCE(v.jid, jobs.jid), \
-           updated_at = $1 \
-         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = $2 \
+           updated_at = p.now \
+         FROM v, p WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = p.owner \
          RETURNING jobs.id"
     );
     // Dynamic only in the number of placeholder rows.

@@ -412,7 +412,7 @@ async fn insert_rows(
             "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, \
                next_run_at, idempotency_key, error_code, error_msg, created_at, finished_at, \
                updated_at, slot, lane) VALUES {} RETURNING id",
-            super::value_rows(chunk.len(), 15, 1)
+            super::value_rows_on(tx.backend(), chunk.len(), 15, 1)
         );
         // Dynamic only in the number of placeholder rows.
         let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));

@@ -526,6 +526,26 @@ pub(super) fn value_rows(rows: usize, cols: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// `n` placeholders for the parameters bound from the `first`-th on, in the order they appear in
+/// the statement's text: numbered on PostgreSQL, the anonymous `?` on SQLite, where sqlx looks
+/// each numbered placeholder's name up in a list as long as the statement's placeholders
+/// (quadratic: a page of 1,000 archived records, 9,000 placeholders, took a second to bind).
+/// A statement written with these binds its parameters in the order of its text.
+pub(super) fn params_on(backend: Backend, n: usize, first: usize) -> String {
+    match backend {
+        Backend::Postgres => placeholders(n, first),
+        Backend::Sqlite => vec!["?"; n].join(", "),
+    }
+}
+
+/// As [`value_rows`], with [`params_on`]'s placeholders.
+pub(super) fn value_rows_on(backend: Backend, rows: usize, cols: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", params_on(backend, cols, first + r * cols)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The ids in a JSON array bound at `$n`, as a subquery, for each backend (see [`Store::pick`]).
 macro_rules! json_ids {
     ($before:literal, $n:literal, $after:literal) => {

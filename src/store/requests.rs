@@ -117,7 +117,7 @@ pub(super) async fn earlier_many(
                (SELECT id FROM jobs WHERE v.co AND kind = v.kind AND status = 'queued' \
                   AND {joinable} ORDER BY id LIMIT 1) AS joinable \
              FROM v",
-            super::value_rows(chunk.len(), 5, 1)
+            super::value_rows_on(tx.backend(), chunk.len(), 5, 1)
         );
         // Dynamic only in the number of placeholder rows and the backend's digest clause.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -151,7 +151,7 @@ pub(super) async fn record_joined(
     for chunk in joined.chunks(super::jobs::ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO requests (job_id, source, idem_key, outcome, received_at) VALUES {}",
-            super::value_rows(chunk.len(), 5, 1)
+            super::value_rows_on(tx.backend(), chunk.len(), 5, 1)
         );
         // Dynamic only in the number of placeholder rows.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -2,7 +2,7 @@
 //! alone or in a batch; and the checkpoint a running job saves on the way. Every write is guarded
 //! by `status = 'running'`: a job no longer ours gets [`Error::LostOwnership`].
 
-use super::{Error, JobRow, Store};
+use super::{Error, JobRow, OnBackend, Store};
 use crate::now_ms;
 
 /// The `error_code` of an attempt that exceeded its timeout, and that attempt's `outcome`
@@ -226,17 +226,22 @@ async fn settle_rows(
         return Ok(Vec::new());
     }
     let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
-    let rows = super::value_rows(items.len(), 11, 3);
+    let b = tx.backend();
+    let (scalars, rows) = (
+        super::params_on(b, 2, 1),
+        super::value_rows_on(b, items.len(), 11, 3),
+    );
     let sql = format!(
-        "WITH v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
-                 checkpoint, finished) AS (VALUES {rows}) \
+        "WITH p (now, owner) AS (VALUES ({scalars})), \
+           v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
+              checkpoint, finished) AS (VALUES {rows}) \
          UPDATE jobs SET status = v.status, next_run_at = COALESCE(v.next_run, jobs.next_run_at), \
            jid = COALESCE(v.jid, jobs.jid), trace_id = COALESCE(v.trace, jobs.trace_id), \
            http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
            result = COALESCE(v.result, jobs.result), \
            checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
-           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = $1 \
-         FROM v WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = $2 \
+           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = p.now \
+         FROM v, p WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = p.owner \
          RETURNING jobs.id"
     );
     // Dynamic only in the number of placeholder rows.
@@ -265,14 +270,18 @@ async fn settle_rows(
         .filter(|((job, _), _)| !job.is_poll() && settled.contains(&job.id))
         .collect();
     if !attempts.is_empty() {
-        let rows = super::value_rows(attempts.len(), 7, 2);
+        let (scalar, rows) = (
+            super::params_on(b, 1, 1),
+            super::value_rows_on(b, attempts.len(), 7, 2),
+        );
         let sql = format!(
-            "WITH v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
+            "WITH p (now) AS (VALUES ({scalar})), \
+               v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
                AS (VALUES {rows}) \
-             UPDATE attempts SET finished_at = $1, outcome = v.outcome, \
+             UPDATE attempts SET finished_at = p.now, outcome = v.outcome, \
                http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
                retry_delay_ms = v.delay \
-             FROM v WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
+             FROM v, p WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
         );
         // Dynamic only in the number of placeholder rows.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
