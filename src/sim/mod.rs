@@ -58,6 +58,7 @@ mod repo;
 mod server;
 mod simulator;
 mod state;
+mod swr_share;
 
 #[cfg(test)]
 mod tests;
@@ -71,6 +72,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub use simulator::Simulator;
+pub use swr_share::{ShareChange, ShareOp};
 
 /// What the simulated account looks like and how fast things happen.
 #[derive(Clone, Debug)]
@@ -170,6 +172,11 @@ pub enum Route {
     StorageTrend,
     /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{module}/{repo}/audit`
     Audit,
+    /// `GET /v2/manage/shared-repositories` (SWR, `list_shared_repos_details`)
+    SwrSharedRepos,
+    /// `GET /v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains`
+    /// (SWR, `list_repo_domains`)
+    SwrRepoDomains,
 }
 
 impl Route {
@@ -177,7 +184,11 @@ impl Route {
     pub fn is_artifact(self) -> bool {
         !matches!(
             self,
-            Route::IamToken | Route::MirrorStart | Route::MirrorShow
+            Route::IamToken
+                | Route::MirrorStart
+                | Route::MirrorShow
+                | Route::SwrSharedRepos
+                | Route::SwrRepoDomains
         )
     }
 }
@@ -229,8 +240,10 @@ pub struct Fault {
 pub struct Call {
     pub route: Route,
     pub method: String,
-    /// The path only; the query is left out.
+    /// The path only; the query is in [`Call::query`].
     pub path: String,
+    /// The query string as sent (still percent-encoded), `None` without one.
+    pub query: Option<String>,
     pub repository_id: Option<u32>,
     /// When the request arrived.
     pub at: DateTime<Utc>,
