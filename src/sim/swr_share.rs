@@ -127,7 +127,14 @@ impl ShareState {
             ("team-a", "web", "partner-x", "forever".to_string()),
             ("team-b", "batch-worker", "old-vendor", passed.to_string()),
         ] {
-            s.put(ns, repo, domain, "read", &deadline, now - TimeDelta::days(60));
+            s.put(
+                ns,
+                repo,
+                domain,
+                "read",
+                &deadline,
+                now - TimeDelta::days(60),
+            );
         }
         s
     }
@@ -279,14 +286,22 @@ pub(crate) async fn list_shared(
     };
     let total = all.len() as u64;
     let (offset, items) = match page {
-        Some((o, l)) => (o, all.into_iter().skip(o as usize).take(l as usize).collect()),
+        Some((o, l)) => (
+            o,
+            all.into_iter().skip(o as usize).take(l as usize).collect(),
+        ),
         None => (0, all),
     };
     let body: Vec<serde_json::Value> = items
         .iter()
         .map(|((ns, name), r)| {
             let created = r.created_at.unwrap_or(state.created_at);
-            let updated = r.domains.values().map(|d| d.updated).max().unwrap_or(created);
+            let updated = r
+                .domains
+                .values()
+                .map(|d| d.updated)
+                .max()
+                .unwrap_or(created);
             json!({
                 "name": name,
                 "category": "other",

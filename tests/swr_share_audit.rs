@@ -1,0 +1,388 @@
+//! `swr_share_audit` end to end: a snapshot stays complete while shares are added and removed
+//! between the listing's pages; `swr shares` and `swr shares --changes` in table and JSON (an
+//! added share, a removed one, a widened permission, a passed deadline); no snapshot yet; AK/SK;
+//! a 5xx and a 429 in the middle of the work are retried by the engine, the API's error codes
+//! kept on the attempts, and the snapshot in the end is complete.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use codearts_syncd::ingress::Submitted;
+use codearts_syncd::sim::{Fault, Route, ShareChange, ShareOp, SimConfig};
+use codearts_syncd::JobId;
+use serde_json::{json, Value};
+use support::{spawn_app_aksk, spawn_app_with, text, TestApp};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn app() -> TestApp {
+    spawn_app_with(SimConfig::default(), "").await
+}
+
+fn put(ns: &str, repo: &str, account: &str, permit: &str, deadline: &str) -> ShareChange {
+    ShareChange {
+        op: ShareOp::Put,
+        namespace: ns.into(),
+        repository: repo.into(),
+        access_domain: account.into(),
+        permit: Some(permit.into()),
+        deadline: Some(deadline.into()),
+        after_pages: None,
+    }
+}
+
+fn remove(ns: &str, repo: &str, account: &str) -> ShareChange {
+    ShareChange {
+        op: ShareOp::Remove,
+        namespace: ns.into(),
+        repository: repo.into(),
+        access_domain: account.into(),
+        permit: None,
+        deadline: None,
+        after_pages: None,
+    }
+}
+
+/// Runs one audit to its end (the daemon must be running) and returns the job.
+async fn audit(app: &TestApp, params: Value) -> JobId {
+    let id = app.submit("swr_share_audit", params).await;
+    let job = app.wait_final(id, WAIT).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    id
+}
+
+/// The simulator's shares as `(namespace, repository, account, permit, deadline)`.
+fn sim_shares(app: &TestApp) -> BTreeSet<(String, String, String, String, String)> {
+    app.sim.swr_shares().into_iter().collect()
+}
+
+/// The latest snapshot's shares in the same shape.
+async fn stored_shares(app: &TestApp) -> BTreeSet<(String, String, String, String, String)> {
+    let snaps = app.store.latest_share_snapshots(1).await.unwrap();
+    snaps[0]
+        .shares
+        .iter()
+        .map(|s| {
+            (
+                s.namespace.clone(),
+                s.repository.clone(),
+                s.access_domain.clone(),
+                s.permit.clone(),
+                s.deadline.clone(),
+            )
+        })
+        .collect()
+}
+
+/// `swr shares` with `args`; must exit 0.
+fn shares_cli(app: &TestApp, args: &[&str]) -> String {
+    let mut all = vec!["swr", "shares"];
+    all.extend_from_slice(args);
+    let out = app.cli(&all);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{all:?}: {stdout}{stderr}");
+    stdout
+}
+
+#[tokio::test]
+async fn snapshot_is_complete_when_shares_are_added_and_removed_between_pages() {
+    let mut app = app().await;
+    // Eight shared repositories, listed two per page.
+    for i in 0..5 {
+        app.sim.change_swr_share(put(
+            "team-c",
+            &format!("svc-{i}"),
+            "partner-x",
+            "read",
+            "forever",
+        ));
+    }
+    // While the first walk runs: after its first page a repository sorting before everything
+    // (every later page shifts by one: a walk would see one entry twice and miss none, or the
+    // other way round), after its third page the removal of one already listed (a walk would
+    // skip the entry that moves into its place).
+    let mut early = put("aaa", "first", "partner-z", "read", "forever");
+    early.after_pages = Some(1);
+    let mut late = remove("team-a", "api-server", "partner-x");
+    late.after_pages = Some(3);
+    let mut late2 = remove("team-a", "api-server", "partner-y");
+    late2.after_pages = Some(3);
+    for c in [early, late, late2] {
+        app.sim.change_swr_share(c);
+    }
+    app.start();
+    let id = audit(&app, json!({"page_size": 2})).await;
+    app.stop().await;
+
+    let job = app.job(id).await;
+    let result = job.result.unwrap();
+    assert!(
+        result["walks"].as_u64().unwrap() >= 3,
+        "the first walk saw the listing change, two later ones agreed: {result}"
+    );
+    let snaps = app.store.latest_share_snapshots(1).await.unwrap();
+    let repos: BTreeSet<(String, String)> = snaps[0]
+        .repos
+        .iter()
+        .map(|r| (r.namespace.clone(), r.repository.clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = sim_shares(&app)
+        .into_iter()
+        .map(|(ns, r, ..)| (ns, r))
+        .collect();
+    assert_eq!(repos, want, "every shared repository, once");
+    assert!(repos.contains(&("aaa".into(), "first".into())));
+    assert!(!repos.contains(&("team-a".into(), "api-server".into())));
+    assert_eq!(stored_shares(&app).await, sim_shares(&app));
+    assert_eq!(result["repositories"], repos.len());
+    assert_eq!(result["shares"], sim_shares(&app).len());
+
+    // Every listing request asked for `center=self` and a page of two.
+    let listing: Vec<_> = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.route == Route::SwrSharedRepos)
+        .collect();
+    assert!(listing.len() >= 3 * 4, "{} listing pages", listing.len());
+    for c in &listing {
+        let q = c.query.as_deref().unwrap_or("");
+        assert!(q.contains("center=self") && q.contains("limit=2"), "{q}");
+    }
+}
+
+#[tokio::test]
+async fn changes_report_added_removed_widened_and_passed() {
+    let mut app = app().await;
+    // A share whose deadline falls between the two snapshots.
+    let deadline = Utc::now() + TimeDelta::seconds(4);
+    let deadline_text = deadline.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    app.sim.change_swr_share(put(
+        "team-b",
+        "batch-worker",
+        "short-term",
+        "read",
+        &deadline_text,
+    ));
+    app.start();
+    let first = audit(&app, json!({})).await;
+    let first_at = app.job(first).await.finished_at.unwrap();
+    assert!(
+        first_at < deadline.timestamp_millis(),
+        "precondition: the first snapshot is taken before the deadline"
+    );
+
+    app.sim.change_swr_share(put(
+        "team-b",
+        "batch-worker",
+        "partner-q",
+        "read",
+        "forever",
+    ));
+    app.sim
+        .change_swr_share(remove("team-a", "web", "partner-x"));
+    app.sim
+        .change_swr_share(put("team-a", "api-server", "partner-x", "write", "forever"));
+    while Utc::now() <= deadline + TimeDelta::milliseconds(200) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    audit(&app, json!({})).await;
+    app.stop().await;
+
+    // JSON: parse it and look at each change.
+    let v: Value = serde_json::from_str(&shares_cli(&app, &["--changes", "--json"])).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    let find = |change: &str, repo: &str, account: &str| {
+        changes
+            .iter()
+            .find(|c| {
+                c["change"] == change && c["repository"] == repo && c["access_domain"] == account
+            })
+            .unwrap_or_else(|| panic!("no {change} for {repo}/{account}: {v:#}"))
+            .clone()
+    };
+    let added = find("added", "batch-worker", "partner-q");
+    assert_eq!(added["namespace"], "team-b");
+    assert!(added["before"].is_null());
+    assert_eq!(added["after"]["permit"], "read");
+    let removed = find("removed", "web", "partner-x");
+    assert_eq!(removed["before"]["deadline"], "forever");
+    assert!(removed["after"].is_null());
+    let widened = find("permission_widened", "api-server", "partner-x");
+    assert_eq!(widened["before"]["permit"], "read");
+    assert_eq!(widened["after"]["permit"], "write");
+    let passed = find("deadline_passed", "batch-worker", "short-term");
+    assert_eq!(passed["after"]["deadline"], deadline_text.as_str());
+    assert_eq!(changes.len(), 4, "nothing else changed: {v:#}");
+    assert!(v["previous"]["id"].as_i64() < v["latest"]["id"].as_i64());
+
+    // The same as a table.
+    let table = shares_cli(&app, &["--changes"]);
+    assert!(table.contains("CHANGE"), "{table}");
+    for needle in [
+        "added",
+        "removed",
+        "permission_widened",
+        "deadline_passed",
+        "team-b/batch-worker",
+        "read until forever",
+        "write until forever",
+    ] {
+        assert!(table.contains(needle), "{needle:?} in:\n{table}");
+    }
+
+    // The latest snapshot: every share, the passed ones flagged.
+    let v: Value = serde_json::from_str(&shares_cli(&app, &["--json"])).unwrap();
+    let shares = v["shares"].as_array().unwrap();
+    assert_eq!(shares.len(), sim_shares(&app).len());
+    let flagged: BTreeSet<&str> = shares
+        .iter()
+        .filter(|s| s["deadline_passed"] == true)
+        .map(|s| s["access_domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(flagged, BTreeSet::from(["old-vendor", "short-term"]));
+    assert_eq!(v["snapshot"]["deadline_passed"], 2);
+    let table = shares_cli(&app, &[]);
+    let line = table
+        .lines()
+        .find(|l| l.contains("short-term"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("deadline passed"), "{line}");
+    let line = table.lines().find(|l| l.contains("partner-q")).unwrap();
+    assert!(!line.contains("deadline passed"), "{line}");
+    assert!(table.contains("NAMESPACE/REPOSITORY"), "{table}");
+}
+
+#[tokio::test]
+async fn no_snapshot_yet_and_only_one_say_so() {
+    let mut app = app().await;
+    let out = shares_cli(&app, &[]);
+    assert!(out.contains("no SWR share snapshot yet"), "{out}");
+    let v: Value = serde_json::from_str(&shares_cli(&app, &["--json"])).unwrap();
+    assert!(v["snapshot"].is_null());
+    let out = shares_cli(&app, &["--changes"]);
+    assert!(out.contains("no SWR share snapshot yet"), "{out}");
+
+    app.start();
+    audit(&app, json!({})).await;
+    app.stop().await;
+    let out = shares_cli(&app, &["--changes"]);
+    assert!(out.contains("only one SWR share snapshot"), "{out}");
+    let v: Value = serde_json::from_str(&shares_cli(&app, &["--changes", "--json"])).unwrap();
+    assert!(v["previous"].is_null());
+    assert_eq!(v["latest"]["shares"], 4, "{v}");
+    assert_eq!(v["changes"], json!([]));
+
+    let help = app.cli(&["swr", "shares", "--help"]);
+    let (help, _) = text(&help);
+    for needle in [
+        "deadline passed",
+        "permission_widened",
+        "--changes",
+        "--json",
+    ] {
+        assert!(help.contains(needle), "{needle:?} in:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_parameters_are_rejected_at_ingress() {
+    let app = app().await;
+    for params in [json!({"namespace": "team-a"}), json!({"page_size": 0})] {
+        match app
+            .submit_raw("swr_share_audit", params.clone(), None)
+            .await
+        {
+            Submitted::Rejected { .. } => {}
+            other => panic!("{params}: expected a rejection, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn share_audit_runs_with_aksk_signatures() {
+    let sim = SimConfig::default();
+    let sk = sim.secret_key.clone();
+    let mut app = spawn_app_aksk(sim, &sk, "").await;
+    app.start();
+    let id = audit(&app, json!({})).await;
+    app.stop().await;
+    assert_eq!(app.job(id).await.attempts, 1);
+    assert_eq!(stored_shares(&app).await, sim_shares(&app));
+    let swr: Vec<_> = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c.route, Route::SwrSharedRepos | Route::SwrRepoDomains))
+        .collect();
+    assert!(swr.iter().any(|c| c.route == Route::SwrRepoDomains));
+    assert!(
+        swr.iter().all(|c| c.auth == "aksk" && c.status == 200),
+        "{swr:?}"
+    );
+    assert_eq!(app.sim.count(Route::IamToken), 0);
+}
+
+#[tokio::test]
+async fn a_5xx_and_a_429_mid_audit_are_retried_and_the_snapshot_is_complete() {
+    let mut app = app().await;
+    // The second listing page answers 503; on the next attempt one repository's accounts
+    // answer 429 with a Retry-After.
+    app.sim.inject(Fault {
+        route: Route::SwrSharedRepos,
+        status: Some(503),
+        skip: 1,
+        times: 1,
+        ..Fault::default()
+    });
+    app.sim.inject(Fault {
+        route: Route::SwrRepoDomains,
+        status: Some(429),
+        retry_after: Some(1),
+        times: 1,
+        ..Fault::default()
+    });
+    app.start();
+    let id = app.submit("swr_share_audit", json!({"page_size": 2})).await;
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(attempts[0].http_status, Some(503));
+    assert_eq!(
+        attempts[0].error_code.as_deref(),
+        Some("SVCSTG.SWR.5000001")
+    );
+    assert_eq!(attempts[1].http_status, Some(429));
+    assert_eq!(attempts[1].error_code.as_deref(), Some("APIGW.0308"));
+    assert_eq!(stored_shares(&app).await, sim_shares(&app));
+    // A failed attempt writes nothing: one snapshot, from the attempt that succeeded.
+    let snaps = app.store.latest_share_snapshots(5).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].job_id, Some(id));
+}
+
+#[tokio::test]
+async fn a_listing_that_never_settles_fails_the_attempt_and_is_retried() {
+    let mut app = app().await;
+    // Every walk of two pages sees a change after its first page, for six walks (one attempt).
+    for i in 0..6u64 {
+        let mut c = put("aaa", &format!("churn-{i}"), "partner-z", "read", "forever");
+        c.after_pages = Some(1 + 2 * i);
+        app.sim.change_swr_share(c);
+    }
+    app.start();
+    let id = app.submit("swr_share_audit", json!({"page_size": 3})).await;
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let attempts = app.attempts(id).await;
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    let first = attempts[0].error_msg.as_deref().unwrap_or("");
+    assert!(first.contains("no two consecutive walks agreed"), "{first}");
+    assert_eq!(stored_shares(&app).await, sim_shares(&app));
+}
