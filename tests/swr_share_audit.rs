@@ -14,7 +14,8 @@ use codearts_syncd::ingress::Submitted;
 use codearts_syncd::sim::{Fault, Route, ShareChange, ShareOp, SimConfig};
 use codearts_syncd::JobId;
 use serde_json::{json, Value};
-use support::{spawn_app_aksk, spawn_app_with, text, TestApp};
+use support::broker::{acfg, all_jobs, amqp_toml, cleanup, publish_raw, unique_tag};
+use support::{spawn_app_aksk, spawn_app_with, text, with_server, TestApp};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -384,5 +385,108 @@ async fn a_listing_that_never_settles_fails_the_attempt_and_is_retried() {
     assert!(attempts.len() >= 2, "{attempts:?}");
     let first = attempts[0].error_msg.as_deref().unwrap_or("");
     assert!(first.contains("no two consecutive walks agreed"), "{first}");
+    assert_eq!(stored_shares(&app).await, sim_shares(&app));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ingress_runs_a_share_audit() {
+    let tag = unique_tag();
+    let extra = format!(
+        "{}\n[[schedules]]\nname = \"shares\"\ncron = \"*/2 * * * * *\"\nkind = \"swr_share_audit\"\nparams = {{ page_size = 2 }}\n",
+        amqp_toml(&tag)
+    );
+    let mut app = spawn_app_with(SimConfig::default(), &extra).await;
+    std::fs::write(app.dir.path().join("api-token"), "share-token-7").unwrap();
+    let base = with_server(&mut app, "api_token = { file = \"api-token\" }");
+    let amqp = acfg(&app);
+    app.start();
+
+    // AMQP: a valid message and one with an unknown parameter (rejected, recorded).
+    publish_raw(
+        &amqp,
+        &[
+            (
+                json!({"kind": "swr_share_audit", "params": {}})
+                    .to_string()
+                    .into_bytes(),
+                Some("s-1".into()),
+            ),
+            (
+                json!({"kind": "swr_share_audit", "params": {"center": "self"}})
+                    .to_string()
+                    .into_bytes(),
+                Some("s-2".into()),
+            ),
+        ],
+    )
+    .await;
+    // The operator API.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let resp = loop {
+        let r = client
+            .post(format!("{base}/jobs"))
+            .header("authorization", "Bearer share-token-7")
+            .body(json!({"kind": "swr_share_audit", "params": {"page_size": 3}}).to_string())
+            .send()
+            .await;
+        match r {
+            Ok(r) => break r,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the operator API never came up: {e}"),
+        }
+    };
+    assert_eq!(resp.status().as_u16(), 202);
+    let api_job: Value = resp.json().await.unwrap();
+    let api_job = api_job["id"].as_i64().unwrap();
+    // The CLI, waiting for the outcome.
+    let config = app.config_path();
+    let out = tokio::task::spawn_blocking(move || {
+        support::run_binary(
+            &config,
+            &["enqueue", "swr_share_audit", "--wait", "--timeout", "30s"],
+            &[],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+
+    assert_eq!(app.wait_final(api_job, WAIT).await.status, "succeeded");
+    let deadline = std::time::Instant::now() + WAIT;
+    let jobs = loop {
+        let jobs: Vec<_> = all_jobs(&app.store)
+            .await
+            .into_iter()
+            .filter(|j| j.kind == "swr_share_audit")
+            .collect();
+        let done = |source: &str| {
+            jobs.iter()
+                .any(|j| j.source == source && j.status == "succeeded")
+        };
+        if done("amqp") && done("cron") && done("cli") {
+            break jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    app.stop().await;
+    cleanup(&amqp).await;
+    let rejected: Vec<_> = jobs.iter().filter(|j| j.status == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{jobs:?}");
+    assert_eq!(rejected[0].source, "amqp");
+    assert!(
+        rejected[0]
+            .error_msg
+            .as_deref()
+            .unwrap_or("")
+            .contains("unknown parameter"),
+        "{:?}",
+        rejected[0]
+    );
     assert_eq!(stored_shares(&app).await, sim_shares(&app));
 }
