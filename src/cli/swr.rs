@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use super::render::render_table;
+use crate::cli::render::render_table;
 use crate::config::Config;
 use crate::jobs::swr_share_audit::{deadline_passed, deadline_time};
 use crate::rfc3339;
@@ -359,7 +359,10 @@ pub fn changes_report(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use chrono::DateTime;
+
+    use crate::cli::swr::compare;
+    use crate::store::swr_shares::{ShareRow, ShareSnapshot};
 
     fn share(ns: &str, account: &str, permit: &str, deadline: &str) -> ShareRow {
         ShareRow {

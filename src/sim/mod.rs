@@ -25,6 +25,9 @@
 //! the same controls are exposed without authentication under `/__sim/`
 //! (faults, token expiry, recorded calls, repository behaviour, health).
 //!
+//! SWR's shared repositories (`/v2/manage/shared-repositories` and each repository's
+//! `access-domains`) are in `swr_share.rs`.
+//!
 //! CodeArts Artifact (`/cloudartifact/v5/…`) is in `artifact/`: repository
 //! list and detail, recycle-bin file tree, delete and restore, storage usage and
 //! trend, audit logs, with seeded data (see [`SimConfig`]). Every route accepts
@@ -40,6 +43,8 @@
 //! - `control.rs`: the same controls over HTTP under `/__sim/`.
 //! - `faults.rs`: applying a queued [`Fault`].
 //! - `iam.rs`, `repo.rs`, `artifact/`: the simulated services' routes.
+//! - `swr_share.rs`: SWR's shared-repository listing and access domains, their data (seeded
+//!   shares, one past its deadline) and the `/__sim/swr/shares` control.
 //! - `aksk.rs`: AK/SK signature verification.
 //! - `state.rs`: tokens, faults, calls and repositories behind one lock.
 //! - `artifact/model.rs`: the Artifact data, held by the state.
