@@ -490,3 +490,69 @@ async fn every_ingress_runs_a_share_audit() {
     );
     assert_eq!(stored_shares(&app).await, sim_shares(&app));
 }
+
+#[tokio::test]
+async fn the_simulator_control_changes_shares_over_http() {
+    let app = app().await;
+    let client = reqwest::Client::new();
+    let control = format!("{}/__sim/swr/shares", app.url);
+    let resp = client
+        .post(&control)
+        .body(
+            json!([
+                {"op": "put", "namespace": "ops", "repository": "tools", "access_domain": "auditor",
+                 "permit": "read", "deadline": "2030-01-01T00:00:00Z"},
+                {"op": "remove", "namespace": "team-a", "repository": "web", "access_domain": "partner-x"},
+                {"op": "put", "namespace": "ops", "repository": "later", "access_domain": "auditor",
+                 "after_pages": 1}
+            ])
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let bad = client
+        .post(&control)
+        .body("{\"op\": \"grant\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let listed: Value = client
+        .get(&control)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let repos: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["repository"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        repos,
+        ["ops/tools", "team-a/api-server", "team-b/batch-worker"]
+    );
+    assert_eq!(
+        listed[0]["domains"]["auditor"]["deadline"],
+        "2030-01-01T00:00:00Z"
+    );
+    // The queued one arrives once the listing has answered a page.
+    let client_api = codearts_syncd::api::Client::from_config(&app.cfg).unwrap();
+    let page = client_api.list_shared_repos(0, 10).await.unwrap();
+    assert_eq!(page.repos.len(), 3);
+    let page = client_api.list_shared_repos(0, 10).await.unwrap();
+    assert_eq!(page.repos.len(), 4);
+    assert_eq!(page.repos[0].namespace, "ops");
+    assert_eq!(page.repos[0].name, "later");
+}

@@ -36,6 +36,9 @@ pub const DEFAULT_PAGE_SIZE: u64 = 100;
 pub const MAX_PAGE_SIZE: u64 = 1000;
 /// Walks of the listing before an attempt gives up on it settling.
 pub const MAX_WALKS: u32 = 6;
+/// Pages of one walk before it is taken for a listing that never ends (a service that ignores
+/// `offset` and sends full pages for ever).
+const MAX_PAGES: u32 = 10_000;
 
 /// Parameters of a `swr_share_audit` job: none required.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +107,7 @@ async fn walk(ctx: &Ctx, page_size: u64) -> Result<Walk, RunError> {
     let mut listed = 0u64;
     let mut offset = 0u64;
     let mut trace_id = None;
+    let mut pages = 0u32;
     loop {
         let page = ctx.api.list_shared_repos(offset, page_size).await?;
         trace_id = page.request_id.or(trace_id);
@@ -117,8 +121,20 @@ async fn walk(ctx: &Ctx, page_size: u64) -> Result<Walk, RunError> {
         }
         offset += n;
         let total_reached = page.range.is_some_and(|r| offset >= r.total);
-        if n == 0 || n < page_size || total_reached {
+        // More than asked for: the service ignored the paging and sent the whole listing.
+        if n == 0 || n != page_size || total_reached {
             break;
+        }
+        pages += 1;
+        if pages >= MAX_PAGES {
+            return Err(RunError::Api(api::Error::Decode {
+                method: "GET".into(),
+                path: api::swr_share::SHARED_REPOS_PATH.into(),
+                status: 200,
+                message: format!(
+                    "the shared listing did not end within {MAX_PAGES} pages of {page_size}"
+                ),
+            }));
         }
     }
     // One total on every page, every entry seen once, and as many as the total said.
