@@ -220,6 +220,23 @@ async fn every_swr_share_call_matches_the_sdk() {
         resp.headers.get("content-range").unwrap().to_str().unwrap(),
         "1-1/3"
     );
+    // Without `center`, or with a limit but no offset: SWR's bad-parameter body.
+    for query in [
+        vec![("limit", "2"), ("offset", "0")],
+        vec![("center", "self"), ("limit", "2")],
+    ] {
+        let mut req = Request::new(Service::Swr, Method::GET, shared_row.path);
+        req.query = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match client.call(&req).await.unwrap_err() {
+            codearts_syncd::api::Error::Api {
+                status, error_code, ..
+            } => assert_eq!((status, error_code.as_str()), (400, "SVCSTG.SWR.4000014")),
+            other => panic!("{other:?}"),
+        }
+    }
     let err = client
         .list_repo_domains("team-a", "no-such-repo")
         .await

@@ -61,16 +61,17 @@ pub(crate) const THROTTLED: (&str, &str) = (
 /// The largest `limit` accepted.
 const MAX_LIMIT: u64 = 1000;
 
-fn authenticated(
+/// The gateway's 401 unless the request carries a valid token or a verified signature.
+fn refused(
     state: &SimState,
     headers: &HeaderMap,
     aksk: &Option<Extension<AkSkVerified>>,
-) -> Result<(), Response> {
+) -> Option<Response> {
     if aksk.is_none() && state.auth_kind(headers) != AuthKind::Token {
         let (code, msg) = BAD_TOKEN;
-        return Err(error_response(StatusCode::UNAUTHORIZED, code, msg));
+        return Some(error_response(StatusCode::UNAUTHORIZED, code, msg));
     }
-    Ok(())
+    None
 }
 
 fn invalid(detail: &str) -> Response {
@@ -78,13 +79,14 @@ fn invalid(detail: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, code, &format!("{msg}: {detail}"))
 }
 
-/// The listing's query: separate parameters, or the same inside `filter`.
-fn listing_query(q: &BTreeMap<String, String>) -> Result<(String, Option<(u64, u64)>), Response> {
+/// The listing's query: separate parameters, or the same inside `filter`; `Err` says what is
+/// wrong with it.
+fn listing_query(q: &BTreeMap<String, String>) -> Result<(String, Option<(u64, u64)>), String> {
     let mut params: BTreeMap<String, String> = q.clone();
     if let Some(filter) = q.get("filter") {
         for part in filter.split('|').filter(|p| !p.is_empty()) {
             let Some((k, v)) = part.split_once("::") else {
-                return Err(invalid(&format!("filter part {part:?}")));
+                return Err(format!("filter part {part:?}"));
             };
             params.entry(k.to_string()).or_insert_with(|| v.to_string());
         }
@@ -92,21 +94,21 @@ fn listing_query(q: &BTreeMap<String, String>) -> Result<(String, Option<(u64, u
     let center = params
         .get("center")
         .cloned()
-        .ok_or_else(|| invalid("center is required"))?;
+        .ok_or_else(|| "center is required".to_string())?;
     if center != "self" && center != "thirdparty" {
-        return Err(invalid("center must be self or thirdparty"));
+        return Err("center must be self or thirdparty".into());
     }
-    let num = |k: &str| -> Result<Option<u64>, Response> {
+    let num = |k: &str| -> Result<Option<u64>, String> {
         params
             .get(k)
-            .map(|v| v.parse::<u64>().map_err(|_| invalid(&format!("{k} {v:?}"))))
+            .map(|v| v.parse::<u64>().map_err(|_| format!("{k} {v:?}")))
             .transpose()
     };
     let page = match (num("offset")?, num("limit")?) {
         (Some(o), Some(l)) if (1..=MAX_LIMIT).contains(&l) => Some((o, l)),
-        (Some(_), Some(l)) => return Err(invalid(&format!("limit {l} is out of 1..={MAX_LIMIT}"))),
+        (Some(_), Some(l)) => return Err(format!("limit {l} is out of 1..={MAX_LIMIT}")),
         (None, None) => None,
-        _ => return Err(invalid("offset and limit must be used together")),
+        _ => return Err("offset and limit must be used together".into()),
     };
     Ok((center, page))
 }
@@ -118,12 +120,12 @@ pub(crate) async fn list_shared(
     aksk: Option<Extension<AkSkVerified>>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = authenticated(&state, &headers, &aksk) {
+    if let Some(r) = refused(&state, &headers, &aksk) {
         return r;
     }
     let (center, page) = match listing_query(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return invalid(&why),
     };
     let now = Utc::now();
     let host = format!("swr.{}.myhuaweicloud.com", state.cfg.project_name);
@@ -194,7 +196,7 @@ pub(crate) async fn list_domains(
     aksk: Option<Extension<AkSkVerified>>,
     Path((namespace, repository)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authenticated(&state, &headers, &aksk) {
+    if let Some(r) = refused(&state, &headers, &aksk) {
         return r;
     }
     let now = Utc::now();
