@@ -159,7 +159,7 @@ async fn snapshot_is_complete_when_shares_are_added_and_removed_between_pages() 
 async fn changes_report_added_removed_widened_and_passed() {
     let mut app = app().await;
     // A share whose deadline falls between the two snapshots.
-    let deadline = Utc::now() + TimeDelta::seconds(4);
+    let deadline = Utc::now() + TimeDelta::seconds(6);
     let deadline_text = deadline.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     app.sim.change_swr_share(put(
         "team-b",
