@@ -3,6 +3,7 @@
 //! every kind — a mirror that succeeds, one that fails for good (404), one that succeeds after
 //! transient 500s, a recycle-bin purge, a storage snapshot and an audit archive run — and prints
 //! the outcome table: jids and sync outcomes, items purged, bytes measured, records archived.
+//! Then an SWR share audit with a change: two snapshots and the `swr shares --changes` report.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,79 @@ use crate::ingress::{self, Submission};
 use crate::sim::{Fault, Route, SimConfig, Simulator};
 use crate::store::Store;
 use crate::Source;
+
+/// An SWR share audit with a change: a snapshot, a share added, one removed and one widened in
+/// the simulator, a second snapshot, then what `swr shares --changes` prints. The daemon runs.
+async fn share_audit(store: &Store, cfg: &Config, sim: &Simulator) -> anyhow::Result<String> {
+    use crate::sim::{ShareChange, ShareOp};
+    let mut out = String::from("SWR share audit: two snapshots with a change between them\n");
+    let change = |op, ns: &str, repo: &str, account: &str, permit: &str| ShareChange {
+        op,
+        namespace: ns.into(),
+        repository: repo.into(),
+        access_domain: account.into(),
+        permit: Some(permit.into()),
+        deadline: Some("forever".into()),
+        after_pages: None,
+    };
+    for round in 0..2 {
+        if round == 1 {
+            sim.change_swr_share(change(
+                ShareOp::Put,
+                "team-b",
+                "batch-worker",
+                "partner-q",
+                "read",
+            ));
+            sim.change_swr_share(change(
+                ShareOp::Remove,
+                "team-a",
+                "web",
+                "partner-x",
+                "read",
+            ));
+            sim.change_swr_share(change(
+                ShareOp::Put,
+                "team-a",
+                "api-server",
+                "partner-x",
+                "write",
+            ));
+        }
+        let sub = Submission {
+            kind: "swr_share_audit".into(),
+            params: json!({}),
+            source: Source::Cli,
+            key: None,
+            schedule: None,
+        };
+        let id = ingress::submit(store, cfg, sub).await?.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let job = loop {
+            let job = store.get(id).await?.context("a demo job vanished")?;
+            if job.status().is_some_and(|s| s.is_final()) || Instant::now() > deadline {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let r = job.result.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "job {id} swr_share_audit {}: {} shares of {} repositories, {} past their deadline\n",
+            job.status, r["shares"], r["repositories"], r["deadline_passed"]
+        ));
+        if job.status != "succeeded" {
+            anyhow::bail!("the demo's share audit {id} ended {}", job.status);
+        }
+    }
+    let snaps = store.latest_share_snapshots(2).await?;
+    out.push_str("\n$ codearts-syncd swr shares --changes\n");
+    out.push_str(&crate::cli::swr::changes_report(
+        &snaps,
+        false,
+        chrono::Utc::now(),
+    )?);
+    Ok(out)
+}
 
 /// The demo configuration, compiled in so the demo runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
@@ -169,6 +243,7 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
             outcome,
         ]);
     }
+    let shares = share_audit(&store, &cfg, &sim).await?;
     cancel.cancel();
     daemon.await.context("the daemon task failed")??;
     sim.shutdown();
@@ -183,6 +258,8 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
     if elapsed >= Duration::from_secs(60) {
         anyhow::bail!("the demo jobs did not all finish within 60 s");
     }
+    println!();
+    print!("{shares}");
     if keep {
         let path = dir.keep();
         println!(

@@ -27,4 +27,25 @@ fn demo_runs_every_job_kind_and_prints_outcomes() {
     assert!(row("storage_snapshot", "bytes in total"), "{stdout}");
     assert!(row("audit_mirror", "audit records archived"), "{stdout}");
     assert!(stdout.contains("6 jobs in"), "{stdout}");
+    // The SWR share audit: two snapshots, then the changes between them.
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("swr_share_audit succeeded"))
+            .count(),
+        2,
+        "{stdout}"
+    );
+    for (change, account) in [
+        ("added", "partner-q"),
+        ("removed", "partner-x"),
+        ("permission_widened", "partner-x"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(change) && l.contains(account)),
+            "{change} {account}: {stdout}"
+        );
+    }
 }

@@ -84,6 +84,7 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
             .await,
         app.submit("remote_mirror", json!({"repository_id": 5}))
             .await,
+        app.submit("swr_share_audit", json!({})).await,
     ];
     for id in &real {
         assert_eq!(app.wait_final(*id, WAIT).await.status, "succeeded");
@@ -95,6 +96,9 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
         "SELECT COUNT(*) FROM storage_trend",
         "SELECT COUNT(*) FROM audit_archive",
         "SELECT COUNT(*) FROM audit_streams",
+        "SELECT COUNT(*) FROM swr_share_snapshots",
+        "SELECT COUNT(*) FROM swr_shared_repos",
+        "SELECT COUNT(*) FROM swr_shares",
     ];
     let mut kept_counts = Vec::new();
     for sql in series {
@@ -162,7 +166,8 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
         );
         assert_eq!(app.attempts(*id).await.len(), 1, "job {id}'s attempts");
     }
-    // The archive and the storage series are untouched; the snapshot lost only its job link.
+    // The archive, the storage series and the share snapshots are untouched; a snapshot lost
+    // only its job link.
     for (sql, before) in series.iter().zip(&kept_counts) {
         assert_eq!(count(&db, sql).await, *before, "{sql}");
     }
@@ -173,6 +178,15 @@ async fn retention_prunes_only_what_is_older_than_keep_and_never_the_archive() {
         )
         .await,
         0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM swr_share_snapshots WHERE job_id IS NOT NULL"
+        )
+        .await,
+        0,
+        "a share snapshot outlives its pruned job"
     );
     assert_eq!(
         count(

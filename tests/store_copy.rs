@@ -45,7 +45,7 @@ async fn ok(config: &Path, args: &[&str]) -> String {
 }
 
 /// What an operator reads from a store: every job with its attempts, requests and purge items,
-/// the storage report and the audit archive.
+/// the SWR share snapshot, the storage report and the audit archive.
 async fn views(config: &Path) -> Vec<(String, String)> {
     let list = ok(config, &["jobs", "list", "--json", "--limit", "0"]).await;
     let jobs: Vec<Value> = serde_json::from_str(&list).unwrap();
@@ -57,6 +57,10 @@ async fn views(config: &Path) -> Vec<(String, String)> {
             ok(config, &["jobs", "show", &id, "--json"]).await,
         ));
     }
+    out.push((
+        "swr shares".into(),
+        ok(config, &["swr", "shares", "--json"]).await,
+    ));
     out.push((
         "storage report".into(),
         ok(config, &["storage", "report", "--json", "--days", "30"]).await,
@@ -185,6 +189,7 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
         .submit("storage_snapshot", json!({"trend_days": 7}))
         .await;
     let audit = app.submit("audit_mirror", json!({"page_size": 20})).await;
+    let shares = app.submit("swr_share_audit", json!({"page_size": 2})).await;
     // From AMQP: a valid keyed message and two that are rejected.
     publish_raw(
         &amqp,
@@ -202,7 +207,7 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     .await;
 
     app.start();
-    for id in [followed, failed, purge, snapshot, audit, coalesced] {
+    for id in [followed, failed, purge, snapshot, audit, shares, coalesced] {
         app.wait_final(id, WAIT).await;
     }
     assert_eq!(app.job(failed).await.status, "failed");
@@ -230,6 +235,7 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     assert_eq!(status_of(followed), "succeeded");
     assert_eq!(status_of(purge), "succeeded");
     assert_eq!(status_of(audit), "succeeded");
+    assert_eq!(status_of(shares), "succeeded");
     assert!(jobs.iter().any(|j| j.retry_of == Some(failed)));
     assert_eq!(
         jobs.iter()
@@ -270,7 +276,7 @@ async fn a_sqlite_store_with_every_kind_of_row_copies_into_postgres_and_carries_
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("row counts on the target equal the source's in all 11 tables"),
+        stdout.contains("row counts on the target equal the source's in all 14 tables"),
         "{stdout}"
     );
     assert!(

@@ -11,6 +11,7 @@ pub mod error;
 pub mod repo;
 pub mod signer;
 pub mod swr;
+pub mod swr_share;
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,12 @@ const ROUTE_WORDS: &[&str] = &[
     "storageinfo",
     "statistic",
     "audit",
+    // SWR shared repositories (swr_share_audit).
+    "v2",
+    "manage",
+    "shared-repositories",
+    "namespaces",
+    "access-domains",
 ];
 
 /// The route template of a request path for a metrics label: `/v4/repositories/:id/remote-mirror`.

@@ -1,6 +1,6 @@
 //! The command line: the clap definitions of the binary and its dispatch. One module per command
 //! group holds its arguments and its glue to the library: [`jobs`] (history), [`enqueue`],
-//! [`archive`] (storage report, audit verify and export), [`check`] (`config check`),
+//! [`archive`] (storage report, audit verify and export), [`swr`] (`swr shares`), [`check`] (`config check`),
 //! [`daemon`] (`run`: signals, reload, drain), [`tools`] (demo, bench, simulate), [`shell`]
 //! (completions, man page); [`render`] turns
 //! jobs into the tables and JSON views that `jobs` and `demo` print. Exit codes live here.
@@ -15,6 +15,7 @@ pub mod render;
 pub mod schedules;
 pub mod shell;
 pub mod store;
+pub mod swr;
 pub mod tools;
 pub mod wait;
 
@@ -88,6 +89,9 @@ pub enum Command {
     /// Storage usage that storage_snapshot jobs record.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// SWR reports: `swr shares` (what swr_share_audit jobs recorded).
+    #[command(subcommand)]
+    Swr(swr::SwrCommand),
     /// The job store itself: `store vacuum`, `store copy --to postgres://…`.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -179,6 +183,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Command::Storage(StorageCommand::Report(args)) => {
                     exit(archive::storage_report(&cfg, args).await)
                 }
+                Command::Swr(swr::SwrCommand::Shares(args)) => exit(swr::shares(&cfg, args).await),
                 Command::Audit(AuditCommand::Verify(args)) => {
                     exit(archive::audit_verify(&cfg, args).await)
                 }

@@ -6,6 +6,7 @@ pub mod audit_mirror;
 pub mod purge_recycle_bin;
 pub mod remote_mirror;
 pub mod storage_snapshot;
+pub mod swr_share_audit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,15 +25,17 @@ pub enum JobKind {
     PurgeRecycleBin,
     StorageSnapshot,
     AuditMirror,
+    SwrShareAudit,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::RemoteMirror,
         JobKind::PurgeRecycleBin,
         JobKind::StorageSnapshot,
         JobKind::AuditMirror,
+        JobKind::SwrShareAudit,
     ];
 
     /// The snake_case name used in messages, the store and the config.
@@ -42,6 +45,7 @@ impl JobKind {
             JobKind::PurgeRecycleBin => "purge_recycle_bin",
             JobKind::StorageSnapshot => "storage_snapshot",
             JobKind::AuditMirror => "audit_mirror",
+            JobKind::SwrShareAudit => "swr_share_audit",
         }
     }
 
@@ -171,6 +175,7 @@ pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), Param
         JobKind::PurgeRecycleBin => purge_recycle_bin::validate(params, cfg),
         JobKind::StorageSnapshot => storage_snapshot::validate(params, cfg),
         JobKind::AuditMirror => audit_mirror::validate(params, cfg),
+        JobKind::SwrShareAudit => swr_share_audit::validate(params, cfg),
     }
 }
 
@@ -253,6 +258,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         JobKind::PurgeRecycleBin => purge_recycle_bin::run(ctx, job).await,
         JobKind::StorageSnapshot => storage_snapshot::run(ctx, job).await,
         JobKind::AuditMirror => audit_mirror::run(ctx, job).await,
+        JobKind::SwrShareAudit => swr_share_audit::run(ctx, job).await,
     }
 }
 

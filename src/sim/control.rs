@@ -16,6 +16,10 @@
 //!   trash delete answers `result`
 //! - `GET /__sim/trash`: the recycle bin's content
 //! - `GET /__sim/health`: `{"status": "ok"}`
+//! - `GET /__sim/swr/shares`: SWR's shared repositories and their accounts; `POST` one change
+//!   or an array, `{"op": "put" | "remove", "namespace", "repository", "access_domain",
+//!   "permit", "deadline", "after_pages"}` (`after_pages`: once the shared listing has answered
+//!   that many more pages, a share added or removed while a walk is in progress)
 
 use std::sync::Arc;
 
@@ -43,6 +47,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/trash", get(trash))
         .route("/health", get(health))
         .route("/latency", put(set_latency))
+        .merge(super::swr_share::control_router())
 }
 
 fn bad_request(msg: &str) -> Response {

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::state::SimState;
-use super::{artifact, error_response, iam, repo, Fault, ResetConnection, Route};
+use super::{artifact, error_response, iam, repo, swr_share, Fault, ResetConnection, Route};
 
 /// Applies `fault`: the delay first, then a reset, a malformed body or an
 /// error status; a fault with none of those serves the real response.
@@ -85,6 +85,14 @@ fn documented_error(route: Route, status: StatusCode) -> (String, String) {
         (Route::MirrorStart | Route::MirrorShow, 401) => Some(repo::TOKEN_EXPIRED),
         (Route::MirrorStart | Route::MirrorShow, 403) => Some(repo::FORBIDDEN),
         (Route::MirrorStart | Route::MirrorShow, 404) => Some(repo::NOT_FOUND),
+        (Route::SwrSharedRepos | Route::SwrRepoDomains, s) => match s {
+            401 => Some(swr_share::BAD_TOKEN),
+            400 => Some(swr_share::INVALID_PARAM),
+            404 => Some(swr_share::NO_REPOSITORY),
+            429 => Some(swr_share::THROTTLED),
+            500..=599 => Some(swr_share::INTERNAL),
+            _ => None,
+        },
         (r, 401) if r.is_artifact() => Some(artifact::BAD_TOKEN),
         (r, 403) if r.is_artifact() => Some(artifact::NO_PERMISSION),
         (r, 404) if r.is_artifact() => Some(artifact::NO_REPOSITORY),
@@ -185,6 +193,14 @@ fn malformed_sample(route: Route) -> String {
             "status": "success", "trace_id": "143006-1701222420819-287",
             "result": [{"filesCount": 2, "usedSpaceLength": 1034390, "usedSpace": "1,010.15 KB", "summaryDate": "2023-11-22"}]
         })
+        .to_string(),
+        Route::SwrSharedRepos => serde_json::json!([
+            {"name": "api-server", "namespace": "team-a", "num_images": 3, "status": false, "total_range": 1}
+        ])
+        .to_string(),
+        Route::SwrRepoDomains => serde_json::json!([
+            {"namespace": "team-a", "repository": "api-server", "access_domain": "partner-x", "permit": "read", "deadline": "forever", "status": true}
+        ])
         .to_string(),
         Route::Audit => serde_json::json!({
             "status": "success", "trace_id": "143002-1701222589443-431",

@@ -25,6 +25,9 @@
 //! the same controls are exposed without authentication under `/__sim/`
 //! (faults, token expiry, recorded calls, repository behaviour, health).
 //!
+//! SWR's shared repositories (`/v2/manage/shared-repositories` and each repository's
+//! `access-domains`) are in `swr_share.rs`.
+//!
 //! CodeArts Artifact (`/cloudartifact/v5/…`) is in `artifact/`: repository
 //! list and detail, recycle-bin file tree, delete and restore, storage usage and
 //! trend, audit logs, with seeded data (see [`SimConfig`]). Every route accepts
@@ -40,6 +43,8 @@
 //! - `control.rs`: the same controls over HTTP under `/__sim/`.
 //! - `faults.rs`: applying a queued [`Fault`].
 //! - `iam.rs`, `repo.rs`, `artifact/`: the simulated services' routes.
+//! - `swr_share.rs`: SWR's shared-repository listing and access domains, their data (seeded
+//!   shares, one past its deadline) and the `/__sim/swr/shares` control.
 //! - `aksk.rs`: AK/SK signature verification.
 //! - `state.rs`: tokens, faults, calls and repositories behind one lock.
 //! - `artifact/model.rs`: the Artifact data, held by the state.
@@ -58,6 +63,7 @@ mod repo;
 mod server;
 mod simulator;
 mod state;
+mod swr_share;
 
 #[cfg(test)]
 mod tests;
@@ -71,6 +77,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 pub use simulator::Simulator;
+pub use swr_share::{ShareChange, ShareOp};
 
 /// What the simulated account looks like and how fast things happen.
 #[derive(Clone, Debug)]
@@ -170,6 +177,11 @@ pub enum Route {
     StorageTrend,
     /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{module}/{repo}/audit`
     Audit,
+    /// `GET /v2/manage/shared-repositories` (SWR, `list_shared_repos_details`)
+    SwrSharedRepos,
+    /// `GET /v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains`
+    /// (SWR, `list_repo_domains`)
+    SwrRepoDomains,
 }
 
 impl Route {
@@ -177,7 +189,11 @@ impl Route {
     pub fn is_artifact(self) -> bool {
         !matches!(
             self,
-            Route::IamToken | Route::MirrorStart | Route::MirrorShow
+            Route::IamToken
+                | Route::MirrorStart
+                | Route::MirrorShow
+                | Route::SwrSharedRepos
+                | Route::SwrRepoDomains
         )
     }
 }
@@ -229,8 +245,10 @@ pub struct Fault {
 pub struct Call {
     pub route: Route,
     pub method: String,
-    /// The path only; the query is left out.
+    /// The path only; the query is in [`Call::query`].
     pub path: String,
+    /// The query string as sent (still percent-encoded), `None` without one.
+    pub query: Option<String>,
     pub repository_id: Option<u32>,
     /// When the request arrived.
     pub at: DateTime<Utc>,

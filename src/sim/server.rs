@@ -24,7 +24,7 @@ use tower::ServiceExt;
 
 use super::artifact::{audit, repos, storage, trash};
 use super::state::{self, SimState};
-use super::{aksk, control, faults, iam, repo};
+use super::{aksk, control, faults, iam, repo, swr_share};
 use super::{error_response, AkSkVerified, Call, CallNote, ResetConnection, Route};
 
 /// The router: simulated API routes, each wrapped by [`intercept`], and the
@@ -79,6 +79,14 @@ fn router(state: Arc<SimState>) -> Router {
         .route(
             "/cloudartifact/v5/{tenant_id}/{project_id}/{a}/{b}/audit",
             api(Route::Audit, get(audit::audit)),
+        )
+        .route(
+            swr_share::SHARED_PATH,
+            api(Route::SwrSharedRepos, get(swr_share::list_shared)),
+        )
+        .route(
+            swr_share::DOMAINS_PATH,
+            api(Route::SwrRepoDomains, get(swr_share::list_domains)),
         )
         .nest("/__sim", control::router())
         .fallback(unknown_api)
@@ -154,6 +162,7 @@ async fn intercept(
         route: ep.route,
         method: method.clone(),
         path: path.clone(),
+        query: req.uri().query().map(str::to_string),
         repository_id,
         at: Utc::now(),
         status: 0,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::artifact::model::{human_size, AuditTrigger, DeleteResultShape, TrashEntry};
 use super::server::serve_loop;
 use super::state::SimState;
-use super::{Call, Fault, RepoBehaviour, Route, SimConfig};
+use super::{Call, Fault, RepoBehaviour, Route, ShareChange, SimConfig};
 
 /// A simulator instance. Clones share state; when the last clone is dropped,
 /// servers started with [`Simulator::spawn`] or [`Simulator::serve`] stop.
@@ -191,5 +191,30 @@ impl Simulator {
             .get(&repository_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Changes SWR's shares now, or once the shared listing has answered `after_pages` more
+    /// pages (see [`ShareChange`]).
+    pub fn change_swr_share(&self, change: ShareChange) {
+        let now = chrono::Utc::now();
+        self.state.lock().swr_shares.change(change, now);
+    }
+
+    /// Every SWR share: `(namespace, repository, account, permit, deadline)`, in listing order.
+    pub fn swr_shares(&self) -> Vec<(String, String, String, String, String)> {
+        let inner = self.state.lock();
+        let mut out = Vec::new();
+        for ((ns, repo), r) in &inner.swr_shares.repos {
+            for (domain, s) in &r.domains {
+                out.push((
+                    ns.clone(),
+                    repo.clone(),
+                    domain.clone(),
+                    s.permit.clone(),
+                    s.deadline.clone(),
+                ));
+            }
+        }
+        out
     }
 }

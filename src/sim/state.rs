@@ -159,6 +159,7 @@ pub(crate) struct Inner {
     removed: HashSet<u32>,
     pub(crate) starts: HashMap<u32, usize>,
     pub(crate) artifact: ArtifactState,
+    pub(crate) swr_shares: super::swr_share::model::ShareState,
 }
 
 pub(crate) struct SimState {
@@ -174,6 +175,7 @@ impl SimState {
         let created_at = Utc::now();
         let inner = Inner {
             artifact: ArtifactState::seed(&cfg, created_at),
+            swr_shares: super::swr_share::model::ShareState::seed(created_at),
             ..Inner::default()
         };
         SimState {

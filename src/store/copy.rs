@@ -9,7 +9,7 @@
 //!   keeps a long transaction without trouble, and nothing else should use the target yet.
 //! - **Ids as they were**: `jobs.id` (so `retry_of`, `attempts`, `requests` and the archive's
 //!   `job_id` keep pointing where they did), `audit_archive.seq` (the hash chains and each
-//!   stream's `head_seq`), `requests.id`, `storage_snapshots.id`, and the order of
+//!   stream's `head_seq`), `requests.id`, `storage_snapshots.id`, `swr_share_snapshots.id`, and the order of
 //!   `purge_items`. The identity sequences are then set past the highest id the SQLite store
 //!   ever handed out (its `sqlite_sequence`, which also remembers pruned jobs), so no id is used
 //!   twice: a replay's `retry_of` naming a pruned job never names a new one.
@@ -174,6 +174,50 @@ const TABLES: &[Table] = &[
             ("updated_at", Int),
         ],
         order: "repo_id, day",
+        identity: None,
+    },
+    Table {
+        name: "swr_share_snapshots",
+        columns: &[
+            ("id", Int),
+            ("job_id", Int),
+            ("taken_at", Int),
+            ("repositories", Int),
+            ("shares", Int),
+            ("walks", Int),
+        ],
+        order: "id",
+        identity: Some("id"),
+    },
+    Table {
+        name: "swr_shared_repos",
+        columns: &[
+            ("snapshot_id", Int),
+            ("namespace", Text),
+            ("repository", Text),
+            ("path", Text),
+            ("num_images", Int),
+            ("updated_at", Text),
+        ],
+        order: "snapshot_id, namespace, repository",
+        identity: None,
+    },
+    Table {
+        name: "swr_shares",
+        columns: &[
+            ("snapshot_id", Int),
+            ("namespace", Text),
+            ("repository", Text),
+            ("access_domain", Text),
+            ("permit", Text),
+            ("deadline", Text),
+            ("status", Int),
+            ("description", Text),
+            ("creator_name", Text),
+            ("created", Text),
+            ("updated", Text),
+        ],
+        order: "snapshot_id, namespace, repository, access_domain",
         identity: None,
     },
     Table {

@@ -39,6 +39,7 @@ pub mod retention;
 pub mod schedules;
 pub mod settle;
 pub mod storage;
+pub mod swr_shares;
 
 use std::path::Path;
 use std::sync::Arc;

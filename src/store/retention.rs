@@ -3,8 +3,10 @@
 //!
 //! A pruned job goes with its attempts, its requests (so its idempotency keys are free again)
 //! and its purge items. Never touched: the audit archive (`audit_archive`, `audit_streams`) and
-//! the storage series (`storage_snapshots`, `storage_repo_usage`, `storage_trend`). A storage
-//! snapshot taken by a pruned job keeps its rows; its `job_id` is set to NULL (the job is gone).
+//! the storage series (`storage_snapshots`, `storage_repo_usage`, `storage_trend`), and the SWR
+//! share snapshots (`swr_share_snapshots`, `swr_shared_repos`, `swr_shares`: an auditor wants the
+//! history). A storage or share snapshot taken by a pruned job keeps its rows; its `job_id` is
+//! set to NULL (the job is gone).
 //! An audit record keeps its `job_id`, which then names a job that no longer exists: the
 //! archive's rows are hash-chained and are never rewritten. A replay whose original was pruned
 //! keeps its `retry_of`, likewise.
@@ -109,6 +111,14 @@ impl Store {
         }
         sqlx::query(self.pick(json_ids!(
             "UPDATE storage_snapshots SET job_id = NULL WHERE job_id IN ",
+            "1",
+            ""
+        )))
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(self.pick(json_ids!(
+            "UPDATE swr_share_snapshots SET job_id = NULL WHERE job_id IN ",
             "1",
             ""
         )))
