@@ -60,6 +60,13 @@ const ROUTE_WORDS: &[&str] = &[
     "storageinfo",
     "statistic",
     "audit",
+    "v2",
+    "manage",
+    "namespaces",
+    "repos",
+    "tags",
+    "sync_images",
+    "sync_job",
 ];
 
 /// The route template of a request path for a metrics label: `/v4/repositories/:id/remote-mirror`.

@@ -45,6 +45,7 @@ pub use sections::{
     Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetentionConfig, RetryConfig, Schedule,
     StoreConfig, Synchronous,
 };
+pub use sections::SwrConfig;
 pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig, TlsFiles};
 
 /// Environment variable naming the configuration file.
@@ -95,6 +96,8 @@ pub struct Config {
     pub remote_mirror: RemoteMirrorConfig,
     #[serde(default)]
     pub purge_recycle_bin: PurgeConfig,
+    #[serde(default)]
+    pub swr: SwrConfig,
     /// Source-repository credential profiles for `remote_mirror`, by name.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialProfile>,
