@@ -48,12 +48,14 @@ const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// `/v2/manage/namespaces/{namespace}/repos/{repository}/{tail}`, the values encoded.
+/// `/v2/manage/namespaces/{namespace}/repos/{repository}/{tail}`, the values encoded. SWR's API
+/// reference asks for a `/` in a repository name to be written `$` in the path ("Replace a
+/// slash (/) with a dollar sign ($) before you send the request"), which then goes out as `%24`.
 pub fn repo_path(namespace: &str, repository: &str, tail: &str) -> String {
     format!(
         "/v2/manage/namespaces/{}/repos/{}/{tail}",
         utf8_percent_encode(namespace, PATH_VALUE),
-        utf8_percent_encode(repository, PATH_VALUE)
+        utf8_percent_encode(&repository.replace('/', "$"), PATH_VALUE)
     )
 }
 
@@ -199,7 +201,7 @@ mod tests {
     fn path_values_are_encoded_with_nothing_safe() {
         assert_eq!(
             repo_path("team-a", "tools/builder", "sync_job"),
-            "/v2/manage/namespaces/team-a/repos/tools%2Fbuilder/sync_job"
+            "/v2/manage/namespaces/team-a/repos/tools%24builder/sync_job"
         );
     }
 

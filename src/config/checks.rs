@@ -527,9 +527,11 @@ fn region_id_is_valid(id: &str) -> bool {
     first_ok
         && !rest.is_empty()
         && id.len() <= 64
-        && rest
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && rest.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 fn header_name_is_valid(name: &str) -> bool {

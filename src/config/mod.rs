@@ -40,12 +40,12 @@ pub use checks::show_duration;
 pub use cloud::{Auth, AuthConfig, AuthMethod, CloudConfig};
 pub use endpoints::{default_endpoints, EndpointOverrides, Endpoints};
 pub use secrets::{SecretSource, SECRET_IS_A_SOURCE};
+pub use sections::SwrConfig;
 pub use sections::{
     AmqpConfig, CredentialProfile, EngineConfig, HttpConfig, LogFormat, LogLevel, LoggingConfig,
     Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetentionConfig, RetryConfig, Schedule,
     StoreConfig, Synchronous,
 };
-pub use sections::SwrConfig;
 pub use server::{CodeartsRepoHook, GithubHook, HookRoute, ServerConfig, TlsFiles};
 
 /// Environment variable naming the configuration file.

@@ -80,9 +80,10 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<(Params, TagSpec), ParamErr
         ));
     }
     let spec = match &p.tags {
-        Value::String(glob) => {
-            TagSpec::Glob(glob.clone(), check_tag_glob(glob).map_err(|e| bad("tags", e))?)
-        }
+        Value::String(glob) => TagSpec::Glob(
+            glob.clone(),
+            check_tag_glob(glob).map_err(|e| bad("tags", e))?,
+        ),
         Value::Array(items) => {
             if items.is_empty() {
                 return Err(bad("tags", "must name at least one tag".into()));
@@ -100,7 +101,10 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<(Params, TagSpec), ParamErr
                 };
                 check_tag(tag).map_err(|e| bad(&format!("tags[{i}]"), e))?;
                 if tags.iter().any(|t| t == tag) {
-                    return Err(bad(&format!("tags[{i}]"), format!("{tag:?} is listed twice")));
+                    return Err(bad(
+                        &format!("tags[{i}]"),
+                        format!("{tag:?} is listed twice"),
+                    ));
                 }
                 tags.push(tag.to_string());
             }
@@ -373,7 +377,9 @@ async fn start(
         baseline,
         tags: tags.clone(),
     });
-    ctx.store.checkpoint(job.id, Some(&cp.value()), None).await?;
+    ctx.store
+        .checkpoint(job.id, Some(&cp.value()), None)
+        .await?;
     let body = ManualSync {
         image_tag: tags.clone(),
         override_existing: p.override_existing,
@@ -407,7 +413,9 @@ async fn start(
             if !e.outcome_unknown() {
                 // An answer says nothing was started: nothing to look for later.
                 cp.starting = None;
-                ctx.store.checkpoint(job.id, Some(&cp.value()), None).await?;
+                ctx.store
+                    .checkpoint(job.id, Some(&cp.value()), None)
+                    .await?;
             }
             Err(e.into())
         }

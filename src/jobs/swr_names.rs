@@ -29,9 +29,7 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
         return Err(format!("{tag:?} is longer than 128 characters"));
     }
     if !(first.is_ascii_alphanumeric() || first == b'_') {
-        return Err(format!(
-            "{tag:?} must start with a letter, a digit or `_`"
-        ));
+        return Err(format!("{tag:?} must start with a letter, a digit or `_`"));
     }
     if let Some(c) = tag
         .chars()
@@ -55,7 +53,10 @@ pub fn check_tag_glob(glob: &str) -> Result<globset::GlobMatcher, String> {
     }
     if let Some(c) = glob.chars().find(|c| {
         !(c.is_ascii_alphanumeric()
-            || matches!(c, '_' | '.' | '-' | '*' | '?' | '[' | ']' | '!' | '{' | '}' | ','))
+            || matches!(
+                c,
+                '_' | '.' | '-' | '*' | '?' | '[' | ']' | '!' | '{' | '}' | ','
+            ))
     }) {
         return Err(format!(
             "{glob:?} holds {c:?}, which is neither a tag character nor a glob one"

@@ -16,6 +16,7 @@
 //!   trash delete answers `result`
 //! - `GET /__sim/trash`: the recycle bin's content
 //! - `GET /__sim/health`: `{"status": "ok"}`
+//! - `/__sim/swr/…`: the SWR controls (see `swr/control.rs`)
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/trash", get(trash))
         .route("/health", get(health))
         .route("/latency", put(set_latency))
+        .merge(super::swr::control::router())
 }
 
 fn bad_request(msg: &str) -> Response {

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::state::SimState;
-use super::{artifact, error_response, iam, repo, Fault, ResetConnection, Route};
+use super::{artifact, error_response, iam, repo, swr, Fault, ResetConnection, Route};
 
 /// Applies `fault`: the delay first, then a reset, a malformed body or an
 /// error status; a fault with none of those serves the real response.
@@ -89,6 +89,11 @@ fn documented_error(route: Route, status: StatusCode) -> (String, String) {
         (r, 403) if r.is_artifact() => Some(artifact::NO_PERMISSION),
         (r, 404) if r.is_artifact() => Some(artifact::NO_REPOSITORY),
         (r, 500) if r.is_artifact() => Some(artifact::UNKNOWN_ERROR),
+        (r, 401) if r.is_swr() => Some(swr::BAD_TOKEN),
+        (r, 403) if r.is_swr() => Some(swr::FORBIDDEN),
+        (r, 404) if r.is_swr() => Some(swr::NO_REPOSITORY),
+        (r, 429) if r.is_swr() => Some(swr::THROTTLED),
+        (r, s) if r.is_swr() && s >= 500 => Some(swr::INTERNAL),
         _ => None,
     };
     match documented {
@@ -185,6 +190,15 @@ fn malformed_sample(route: Route) -> String {
             "status": "success", "trace_id": "143006-1701222420819-287",
             "result": [{"filesCount": 2, "usedSpaceLength": 1034390, "usedSpace": "1,010.15 KB", "summaryDate": "2023-11-22"}]
         })
+        .to_string(),
+        Route::SwrTagList => {
+            serde_json::json!([{"id": 50001, "repo_id": 700, "Tag": "v1.0.0", "digest": "sha256:0"}])
+                .to_string()
+        }
+        Route::SwrSyncStart => serde_json::json!(["v1.0.0", "v1.0.1"]).to_string(),
+        Route::SwrSyncJobs => serde_json::json!([
+            {"id": 1001, "tag": "v1.0.0", "status": "running", "remoteRegionId": "ap-southeast-1"}
+        ])
         .to_string(),
         Route::Audit => serde_json::json!({
             "status": "success", "trace_id": "143002-1701222589443-431",

@@ -39,7 +39,7 @@
 //!   signatures, applies faults) and the accept loop.
 //! - `control.rs`: the same controls over HTTP under `/__sim/`.
 //! - `faults.rs`: applying a queued [`Fault`].
-//! - `iam.rs`, `repo.rs`, `artifact/`: the simulated services' routes.
+//! - `iam.rs`, `repo.rs`, `artifact/`, `swr/`: the simulated services' routes.
 //! - `aksk.rs`: AK/SK signature verification.
 //! - `state.rs`: tokens, faults, calls and repositories behind one lock.
 //! - `artifact/model.rs`: the Artifact data, held by the state.
@@ -58,6 +58,7 @@ mod repo;
 mod server;
 mod simulator;
 mod state;
+pub mod swr;
 
 #[cfg(test)]
 mod tests;
@@ -170,6 +171,12 @@ pub enum Route {
     StorageTrend,
     /// `GET /cloudartifact/v5/{tenant_id}/{project_id}/{module}/{repo}/audit`
     Audit,
+    /// `GET /v2/manage/namespaces/{namespace}/repos/{repository}/tags`
+    SwrTagList,
+    /// `POST /v2/manage/namespaces/{namespace}/repos/{repository}/sync_images`
+    SwrSyncStart,
+    /// `GET /v2/manage/namespaces/{namespace}/repos/{repository}/sync_job`
+    SwrSyncJobs,
 }
 
 impl Route {
@@ -178,6 +185,14 @@ impl Route {
         !matches!(
             self,
             Route::IamToken | Route::MirrorStart | Route::MirrorShow
+        ) && !self.is_swr()
+    }
+
+    /// True for the SWR routes.
+    pub fn is_swr(self) -> bool {
+        matches!(
+            self,
+            Route::SwrTagList | Route::SwrSyncStart | Route::SwrSyncJobs
         )
     }
 }
