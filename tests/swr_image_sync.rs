@@ -462,3 +462,60 @@ async fn bad_parameters_are_rejected_at_ingress_naming_them() {
         "{stdout}{stderr}"
     );
 }
+
+#[tokio::test]
+async fn swr_errors_keep_their_code_and_transient_ones_are_retried() {
+    let mut app = app().await;
+    // Two 500s on the start, then a 429 on a poll: retried, and the sync is started once.
+    app.sim.inject(Fault {
+        route: Route::SwrSyncStart,
+        status: Some(500),
+        target_contains: Some("/repos/web/".into()),
+        times: 2,
+        ..Fault::default()
+    });
+    app.sim.inject(Fault {
+        route: Route::SwrSyncJobs,
+        status: Some(429),
+        retry_after: Some(1),
+        target_contains: Some("/repos/web/".into()),
+        // The three baselines read before the three starts pass; the first poll is throttled.
+        skip: 3,
+        times: 1,
+        ..Fault::default()
+    });
+    let ok = app
+        .submit("swr_image_sync", sync("web", json!(["v2.0.0"])))
+        .await;
+    // A repository that does not exist: final at once, SWR's error kept.
+    let missing = app
+        .submit("swr_image_sync", sync("nope", json!(["v1"])))
+        .await;
+    app.start();
+    let ok = app.wait_final(ok, WAIT).await;
+    let missing = app.wait_final(missing, WAIT).await;
+    app.stop().await;
+
+    assert_eq!(ok.status, "succeeded", "{ok:?}");
+    assert_eq!(ok.attempts, 3, "two 500s cost two attempts: {ok:?}");
+    let attempts = app.attempts(ok.id).await;
+    assert_eq!(
+        attempts[0].error_code.as_deref(),
+        Some("SVCSTG.SWR.5001001")
+    );
+    assert_eq!(started_tags(&app.sim.swr_requests()).len(), 1);
+    assert_eq!(app.sim.swr_sync_jobs("demo-team", "web"), 1);
+    let throttled = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.route == Route::SwrSyncJobs && c.status == 429)
+        .count();
+    assert_eq!(throttled, 1, "the 429 was served and the poll repeated");
+
+    assert_eq!(missing.status, "failed", "{missing:?}");
+    assert_eq!(missing.attempts, 1);
+    assert_eq!(missing.http_status, Some(404));
+    assert_eq!(missing.error_code.as_deref(), Some("SVCSTG.SWR.4041002"));
+    assert_eq!(missing.error_msg.as_deref(), Some("Repository not found"));
+}
