@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use codearts_syncd::ingress::Submitted;
-use codearts_syncd::sim::swr::SwrRequest;
+use codearts_syncd::sim::swr::{SwrRequest, TagShift};
 use codearts_syncd::sim::{Fault, Route, SimConfig};
 use serde_json::{json, Value};
 use support::{spawn_app_aksk, spawn_app_with, text, TestApp};
@@ -244,6 +244,41 @@ async fn a_glob_picks_the_matching_tags_across_pages() {
     assert_eq!(
         job.result.unwrap()["succeeded"].as_array().unwrap().len(),
         50
+    );
+}
+
+#[tokio::test]
+async fn a_glob_stays_complete_when_tags_are_removed_between_pages() {
+    let mut app = app().await;
+    // After the first page, two tags of that page go: every later tag moves up two places, so
+    // v1.100 (index 100) would be at offset 98, on a page already read.
+    app.sim.swr_shift_tags(TagShift {
+        namespace: "demo-team".into(),
+        repository: "api".into(),
+        after_pages: 1,
+        remove: vec!["build-1".into(), "build-2".into()],
+        add_front: vec![],
+    });
+    let id = app
+        .submit("swr_image_sync", sync("api", json!("v1.*")))
+        .await;
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let starts = started_tags(&app.sim.swr_requests());
+    assert_eq!(starts.len(), 1);
+    assert!(starts[0].contains(&"v1.100".to_string()), "{:?}", starts[0]);
+    assert_eq!(starts[0].len(), 50);
+    let walks = app
+        .sim
+        .swr_requests()
+        .iter()
+        .filter(|r| r.route == Route::SwrTagList && r.query.ends_with("offset=0"))
+        .count();
+    assert_eq!(
+        walks, 2,
+        "the total changed, so the listing was walked again"
     );
 }
 

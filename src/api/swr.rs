@@ -143,6 +143,45 @@ impl Client {
         })
     }
 
+    /// Every tag of the repository, in listing order: all pages, and the whole listing walked
+    /// again (at most three walks) when its total changed during a walk, since a tag removed
+    /// meanwhile moves later ones onto pages already read. A tag seen once is kept.
+    pub async fn all_image_tags(
+        &self,
+        namespace: &str,
+        repository: &str,
+    ) -> Result<Vec<String>, Error> {
+        const PAGE: u64 = 100;
+        // A listing that grows while it is walked still ends: at most this many pages a walk.
+        const MAX_PAGES: u64 = 10_000;
+        const WALKS: usize = 3;
+        let mut seen = std::collections::HashSet::new();
+        let mut tags = Vec::new();
+        for _ in 0..WALKS {
+            let mut totals = std::collections::BTreeSet::new();
+            let mut offset = 0;
+            for _ in 0..MAX_PAGES {
+                let page = self
+                    .list_image_tags(namespace, repository, offset, PAGE)
+                    .await?;
+                totals.extend(page.range.map(|r| r.total));
+                for t in &page.items {
+                    if seen.insert(t.tag.clone()) {
+                        tags.push(t.tag.clone());
+                    }
+                }
+                if page.is_last(offset, PAGE) {
+                    break;
+                }
+                offset += page.items.len() as u64;
+            }
+            if totals.len() <= 1 {
+                break;
+            }
+        }
+        Ok(tags)
+    }
+
     /// `POST /v2/manage/namespaces/{namespace}/repos/{repository}/sync_images`
     /// (`create_manual_image_sync_repo`): starts one sync job per tag. The answer is a bare array
     /// of strings the SDK leaves undescribed; it is kept as is and not relied on.

@@ -330,28 +330,13 @@ async fn matching_tags(
     p: &Params,
     matcher: &globset::GlobMatcher,
 ) -> Result<(usize, Vec<String>), RunError> {
-    const PAGE: u64 = 100;
-    // A listing that grows while it is walked still ends: at most this many pages.
-    const MAX_PAGES: u64 = 10_000;
-    let mut seen = std::collections::HashSet::new();
-    let mut matched = Vec::new();
-    let mut offset = 0;
-    for _ in 0..MAX_PAGES {
-        let page = ctx
-            .api
-            .list_image_tags(&p.namespace, &p.repository, offset, PAGE)
-            .await?;
-        for t in &page.items {
-            if seen.insert(t.tag.clone()) && matcher.is_match(&t.tag) {
-                matched.push(t.tag.clone());
-            }
-        }
-        if page.is_last(offset, PAGE) {
-            break;
-        }
-        offset += page.items.len() as u64;
-    }
-    Ok((seen.len(), matched))
+    let all = ctx.api.all_image_tags(&p.namespace, &p.repository).await?;
+    let matched = all
+        .iter()
+        .filter(|t| matcher.is_match(t.as_str()))
+        .cloned()
+        .collect();
+    Ok((all.len(), matched))
 }
 
 /// Sends one start for `tags`, leaving a `starting` record while the answer is outstanding.

@@ -222,6 +222,11 @@ impl Simulator {
         self.state.set_swr_hang(namespace, repository, hang);
     }
 
+    /// Changes the repository's tags once its listing has served `shift.after_pages` pages.
+    pub fn swr_shift_tags(&self, shift: super::swr::TagShift) {
+        self.state.lock().swr.shifts.push(shift);
+    }
+
     /// How many sync jobs the repository has.
     pub fn swr_sync_jobs(&self, namespace: &str, repository: &str) -> usize {
         self.state

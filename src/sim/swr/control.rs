@@ -5,6 +5,9 @@
 //! - `PUT /__sim/swr/tag-outcome`: `{"namespace", "repository", "tag", "status"}` makes the
 //!   tag's next syncs end with `status` (`failed`, `timeout`, `cancel`, `success`, `existed`)
 //! - `PUT /__sim/swr/hang`: `{"namespace", "repository", "hang": bool}`: its syncs never finish
+//! - `POST /__sim/swr/shift`: a [`TagShift`](super::TagShift), `{"namespace", "repository",
+//!   "after_pages": n, "remove": [..], "add_front": [..]}`: the tags change once the listing
+//!   has served n pages
 //! - `GET /__sim/swr/requests`: what the SWR routes received, as [`SwrRequest`](super::SwrRequest)s
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/swr/tags", post(add_tags))
         .route("/swr/tag-outcome", put(tag_outcome))
         .route("/swr/hang", put(hang))
+        .route("/swr/shift", post(shift))
         .route("/swr/requests", get(requests))
 }
 
@@ -98,6 +102,16 @@ async fn hang(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
         Err(e) => bad_request(&format!(
             "expected {{\"namespace\", \"repository\", \"hang\": bool}}: {e}"
         )),
+    }
+}
+
+async fn shift(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<super::TagShift>(&body) {
+        Ok(s) => {
+            state.lock().swr.shifts.push(s);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(&format!("not a tag shift: {e}")),
     }
 }
 

@@ -149,6 +149,25 @@ pub(crate) struct SwrState {
     /// Repositories whose syncs never finish.
     pub(crate) hanging: HashSet<(String, String)>,
     pub(crate) requests: Vec<SwrRequest>,
+    /// Tag pages served per repository, for [`TagShift`]s.
+    pub(crate) pages_served: HashMap<(String, String), u64>,
+    pub(crate) shifts: Vec<TagShift>,
+}
+
+/// A change to a repository's tags once its listing has served `after_pages` pages (a tag
+/// pushed or deleted while a client walks the listing).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagShift {
+    pub namespace: String,
+    pub repository: String,
+    pub after_pages: u64,
+    /// Tags removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Tags added at the front of the listing.
+    #[serde(default)]
+    pub add_front: Vec<String>,
 }
 
 impl Default for SwrState {
@@ -190,6 +209,8 @@ impl Default for SwrState {
             tag_outcome: HashMap::new(),
             hanging: HashSet::new(),
             requests: Vec::new(),
+            pages_served: HashMap::new(),
+            shifts: Vec::new(),
         }
     }
 }
@@ -198,6 +219,27 @@ impl SwrState {
     /// Whether the organization exists (it holds a repository).
     pub(crate) fn has_namespace(&self, namespace: &str) -> bool {
         self.repos.keys().any(|(ns, _)| ns == namespace)
+    }
+
+    /// Counts a served page of the repository's tags and applies the shifts now due.
+    pub(crate) fn page_served(&mut self, namespace: &str, repository: &str) {
+        let key = (namespace.to_string(), repository.to_string());
+        let served = self.pages_served.entry(key.clone()).or_default();
+        *served += 1;
+        let served = *served;
+        let (due, rest): (Vec<TagShift>, Vec<TagShift>) = self.shifts.drain(..).partition(|s| {
+            s.namespace == namespace && s.repository == repository && s.after_pages <= served
+        });
+        self.shifts = rest;
+        for s in due {
+            let tags = self.repos.entry(key.clone()).or_default();
+            tags.retain(|t| !s.remove.contains(t));
+            for t in s.add_front.iter().rev() {
+                if !tags.contains(t) {
+                    tags.insert(0, t.clone());
+                }
+            }
+        }
     }
 
     /// Makes one sync job per tag; the outcome is fixed now.

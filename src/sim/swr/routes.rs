@@ -142,13 +142,14 @@ pub(crate) async fn list_tags(
         (Ok(l), Ok(o)) => (l, o),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    let inner = state.lock();
+    let mut inner = state.lock();
     let tags = inner
         .swr
         .repos
         .get(&(namespace.clone(), name.clone()))
         .cloned()
         .unwrap_or_default();
+    inner.swr.page_served(&namespace, &name);
     let created = state
         .created_at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
