@@ -31,6 +31,10 @@
 //! a token or an AK/SK signature (`SDK-HMAC-SHA256`), verified in `aksk.rs` as
 //! the gateway does, before any handler runs.
 //!
+//! SWR's image synchronization (`/v2/manage/namespaces/{namespace}/repos/{repository}/…`: tags,
+//! `sync_images`, `sync_job`) is in `swr/`, with seeded organizations, sync jobs that progress
+//! over time, and controls under `/__sim/swr/`.
+//!
 //! The files, top to bottom; each imports only from files below it and from this one, which
 //! holds the types they share (and re-exports [`Simulator`]):
 //!

@@ -13,7 +13,8 @@
 //! `APIGW.*` for authentication and throttling.
 //!
 //! Seeded: organization `demo-team` with `web` (5 tags), `tools/builder` (2 tags) and `api`
-//! (250 tags, every fifth named `v1.N`, the others `build-N`); at the target
+//! (250 tags, every fifth named `v1.N`, the others `build-N`), and `platform` with
+//! `base/alpine` (4 tags); at the target
 //! `ap-southeast-1`/`demo-team-dr`, `web:v1.0.0` already exists.
 //!
 //! Every request that reaches a handler is kept as a [`SwrRequest`] (method, path as sent, raw
@@ -136,6 +137,14 @@ impl SimSyncJob {
     }
 }
 
+/// Where a manual sync copies to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target<'a> {
+    pub(crate) region: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) override_existing: bool,
+}
+
 /// The SWR part of the simulator's state.
 pub(crate) struct SwrState {
     /// Tags by (organization, repository), in listing order.
@@ -181,6 +190,12 @@ impl Default for SwrState {
                 .to_vec(),
         );
         repos.insert(key("tools/builder"), vec!["1.0".into(), "1.1".into()]);
+        repos.insert(
+            ("platform".to_string(), "base/alpine".to_string()),
+            ["3.18", "3.19", "3.20", "edge"]
+                .map(str::to_string)
+                .to_vec(),
+        );
         repos.insert(
             key("api"),
             (0..250)
@@ -248,11 +263,14 @@ impl SwrState {
         namespace: &str,
         repository: &str,
         tags: &[String],
-        region: &str,
-        remote_namespace: &str,
-        override_existing: bool,
+        target: &Target<'_>,
         now: DateTime<Utc>,
     ) -> Vec<i64> {
+        let Target {
+            region,
+            namespace: remote_namespace,
+            override_existing,
+        } = *target;
         let hangs = self
             .hanging
             .contains(&(namespace.to_string(), repository.to_string()));

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::{
-    SwrRequest, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY, NO_TAG, SYNC_REGIONS,
+    SwrRequest, Target, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY, NO_TAG, SYNC_REGIONS,
 };
 use crate::sim::state::{AuthKind, SimState};
 use crate::sim::{error_response, AkSkVerified, Route};
@@ -251,15 +251,14 @@ pub(crate) async fn sync_images(
             &format!("Image tag {missing} not found"),
         );
     }
-    inner.swr.start(
-        &namespace,
-        &name,
-        &tags,
+    let target = Target {
         region,
-        remote_ns,
+        namespace: remote_ns,
         override_existing,
-        Utc::now(),
-    );
+    };
+    inner
+        .swr
+        .start(&namespace, &name, &tags, &target, Utc::now());
     (StatusCode::OK, Json(json!([]))).into_response()
 }
 
