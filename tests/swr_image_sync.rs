@@ -554,3 +554,70 @@ async fn swr_errors_keep_their_code_and_transient_ones_are_retried() {
     assert_eq!(missing.error_code.as_deref(), Some("SVCSTG.SWR.4041002"));
     assert_eq!(missing.error_msg.as_deref(), Some("Repository not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_api_and_cron_take_image_syncs_validated_alike() {
+    let mut app = app().await;
+    std::fs::write(app.dir.path().join("api-token"), "op-token-5e1").unwrap();
+    let base = support::with_server(&mut app, "api_token = { file = \"api-token\" }");
+    app.start();
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let post = |body: Value| {
+        let client = client.clone();
+        let url = format!("{base}/jobs");
+        async move {
+            let resp = client
+                .post(url)
+                .header("authorization", "Bearer op-token-5e1")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, ok) = post(json!({"kind": "swr_image_sync",
+                                   "params": sync("web", json!(["v1.0.1"]))}))
+    .await;
+    assert_eq!(
+        (status, ok["outcome"].as_str()),
+        (202, Some("queued")),
+        "{ok}"
+    );
+    let mut bad_params = sync("web", json!(["v1.0.1"]));
+    bad_params["remote_region_id"] = json!("eu-west-0");
+    let (status, bad) = post(json!({"kind": "swr_image_sync", "params": bad_params})).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("remote_region_id"),
+        "{bad}"
+    );
+    let job = app.wait_final(ok["id"].as_i64().unwrap(), WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+
+    // A schedule of this kind is checked when the configuration is.
+    let mut config = std::fs::read_to_string(app.config_path()).unwrap();
+    config.push_str(
+        "\n[[schedules]]\nname = \"dr-copy\"\ncron = \"0 0 3 * * *\"\nkind = \"swr_image_sync\"\n\
+         params = { namespace = \"demo-team\", repository = \"web\", tags = \"v*\", \
+         remote_region_id = \"ap-southeast-9\", remote_namespace = \"demo-team-dr\" }\n",
+    );
+    std::fs::write(app.config_path(), config).unwrap();
+    let out = app.cli(&["config", "check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("schedules.dr-copy.params") && stderr.contains("remote_region_id"),
+        "{stderr}"
+    );
+}
