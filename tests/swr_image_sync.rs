@@ -621,3 +621,47 @@ async fn the_operator_api_and_cron_take_image_syncs_validated_alike() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_replay_after_an_api_error_sends_only_the_unfinished_tags() {
+    let mut app = app().await;
+    // v2.0.0's sync never ends; v1.0.1's succeeds.
+    app.sim
+        .swr_tag_outcome("demo-team", "web", "v2.0.0", Some("running"));
+    let id = app
+        .submit("swr_image_sync", sync("web", json!(["v1.0.1", "v2.0.0"])))
+        .await;
+    app.start();
+    app.wait_for(id, WAIT, |j| {
+        j.checkpoint
+            .as_ref()
+            .is_some_and(|c| c["tags"]["v1.0.1"]["status"] == "success")
+    })
+    .await;
+    // Then the account loses its permission: the next poll is a final 403.
+    app.sim.inject(Fault {
+        route: Route::SwrSyncJobs,
+        status: Some(403),
+        ..Fault::default()
+    });
+    let job = app.wait_final(id, WAIT).await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.error_code.as_deref(), Some("SVCSTG.SWR.4031001"));
+
+    app.sim.clear_faults();
+    app.sim.swr_tag_outcome("demo-team", "web", "v2.0.0", None);
+    let out = app.cli(&["jobs", "retry", &id.to_string(), "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let new_id = serde_json::from_str::<Value>(&stdout).unwrap()["new_id"]
+        .as_i64()
+        .unwrap();
+    let replay = app.wait_final(new_id, WAIT).await;
+    app.stop().await;
+    assert_eq!(replay.status, "succeeded", "{replay:?}");
+    assert_eq!(
+        started_tags(&app.sim.swr_requests()),
+        vec![vec!["v1.0.1", "v2.0.0"], vec!["v2.0.0"]]
+    );
+    assert_eq!(strings(&replay.result.unwrap()["carried"]), ["v1.0.1"]);
+}

@@ -295,28 +295,25 @@ async fn init(
     }
     if let Some(prev_id) = job.retry_of {
         if let Some(prev) = ctx.store.get(prev_id).await? {
-            let done = prev
-                .result
-                .as_ref()
-                .and_then(|r| r.get("tags"))
-                .and_then(Value::as_object);
+            // Its result, or (a job ended by an API error has none) its checkpoint: both hold
+            // each tag's SWR status and sync job id.
+            let tags_of = |v: &Option<Value>| {
+                v.as_ref()
+                    .and_then(|v| v.get("tags"))
+                    .and_then(Value::as_object)
+                    .cloned()
+            };
+            let before = tags_of(&prev.result)
+                .or_else(|| tags_of(&prev.checkpoint))
+                .unwrap_or_default();
             for (tag, state) in cp.tags.iter_mut() {
-                let Some(before) = done.and_then(|d| d.get(tag)) else {
-                    continue;
-                };
-                let outcome = before.get("outcome").and_then(Value::as_str);
-                if matches!(outcome, Some("succeeded" | "existed")) {
-                    state.status = before
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    state.sync_job_id = before.get("sync_job_id").and_then(Value::as_i64);
-                    state.carried_from = Some(
-                        before
-                            .get("carried_from")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(prev_id),
-                    );
+                let Some(b) = before.get(tag) else { continue };
+                let status = b.get("status").and_then(Value::as_str);
+                if status.is_some_and(|s| DONE.contains(&s)) {
+                    state.status = status.map(str::to_string);
+                    state.sync_job_id = b.get("sync_job_id").and_then(Value::as_i64);
+                    let from = b.get("carried_from").and_then(Value::as_i64);
+                    state.carried_from = Some(from.unwrap_or(prev_id));
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! - `POST /__sim/swr/tags`: `{"namespace", "repository", "tags": [..]}` appends tags to a
 //!   repository, creating it (and its organization) if needed
 //! - `PUT /__sim/swr/tag-outcome`: `{"namespace", "repository", "tag", "status"}` makes the
-//!   tag's next syncs end with `status` (`failed`, `timeout`, `cancel`, `success`, `existed`)
+//!   tag's next syncs end with `status` (`failed`, `timeout`, `cancel`, `success`, `existed`;
+//!   `running`: they never end)
 //! - `PUT /__sim/swr/hang`: `{"namespace", "repository", "hang": bool}`: its syncs never finish
 //! - `POST /__sim/swr/shift`: a [`TagShift`](super::TagShift), `{"namespace", "repository",
 //!   "after_pages": n, "remove": [..], "add_front": [..]}`: the tags change once the listing
@@ -24,7 +25,10 @@ use crate::sim::error_response;
 use crate::sim::state::SimState;
 
 /// The statuses a sync job can end with.
-pub const FINAL_STATUSES: &[&str] = &["success", "existed", "failed", "timeout", "cancel"];
+/// `running`: the tag's sync never ends.
+pub const FINAL_STATUSES: &[&str] = &[
+    "success", "existed", "failed", "timeout", "cancel", "running",
+];
 
 pub(crate) fn router() -> Router<Arc<SimState>> {
     Router::new()

@@ -7,8 +7,8 @@
 //! path; a manual sync makes one sync job per tag, which moves `waiting` → `running` → final
 //! (over [`SimConfig::sync_duration`](super::SimConfig::sync_duration)): `success`, or `existed`
 //! when the tag is already at the target and `override` is false, or the status a test set for
-//! the tag (`failed`, `timeout`, `cancel`). A repository can be set to hang (its syncs stay
-//! `running`). Errors are `{error_code, error_msg}` with SWR's `SVCSTG.SWR.*` codes (the codes
+//! the tag (`failed`, `timeout`, `cancel`; `running` for one that never ends). A repository can
+//! be set to hang (its syncs stay `running`). Errors are `{error_code, error_msg}` with SWR's `SVCSTG.SWR.*` codes (the codes
 //! follow the service's pattern; the pages kept here do not list them), and the gateway's
 //! `APIGW.*` for authentication and throttling.
 //!
@@ -99,7 +99,7 @@ impl SimSyncJob {
         let elapsed = (now - self.created_at).to_std().unwrap_or_default();
         if elapsed < duration / 3 {
             "waiting"
-        } else if self.hangs || elapsed < duration {
+        } else if self.hangs || self.outcome == "running" || elapsed < duration {
             "running"
         } else {
             &self.outcome
