@@ -1,9 +1,10 @@
 //! `demo`: the newcomer's first command. Starts the bundled simulator on an ephemeral loopback
 //! port and the daemon in a temporary directory with `config/demo.toml`, runs sample jobs of
 //! every kind — a mirror that succeeds, one that fails for good (404), one that succeeds after
-//! transient 500s, a recycle-bin purge, a storage snapshot and an audit archive run — and prints
-//! the outcome table: jids and sync outcomes, items purged, bytes measured, records archived.
-//! Then an SWR share audit with a change: two snapshots and the `swr shares --changes` report.
+//! transient 500s, a recycle-bin purge, a storage snapshot, an audit archive run and an SWR
+//! image sync with one tag failing — and prints the outcome table: jids and sync outcomes, items
+//! purged, bytes measured, records archived, tags synced. Then an SWR share audit with a change:
+//! two snapshots and the `swr shares --changes` report.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,6 +136,8 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
         times: 2,
         ..Fault::default()
     });
+    // The image sync's tag v1.1.0 fails at the target.
+    sim.swr_tag_outcome("demo-team", "web", "v1.1.0", Some("failed"));
     let samples = [
         (
             "remote_mirror",
@@ -165,6 +168,13 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
             "audit_mirror",
             "archive every repository's audit log",
             json!({}),
+        ),
+        (
+            "swr_image_sync",
+            "copy three image tags to another region; one fails",
+            json!({"namespace": "demo-team", "repository": "web",
+                   "tags": ["v1.0.0", "v1.0.1", "v1.1.0"],
+                   "remote_region_id": "ap-southeast-1", "remote_namespace": "demo-team-dr"}),
         ),
     ];
     let mut ids = Vec::new();
@@ -220,6 +230,13 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
             ("audit_mirror", _, None) => format!(
                 "{} audit records archived from {} repositories in {} pages",
                 r["records_archived"], r["streams"], r["pages_fetched"]
+            ),
+            ("swr_image_sync", _, _) => format!(
+                "tags: {} synced, {} already there, {} failed {}",
+                r["succeeded"].as_array().map_or(0, Vec::len),
+                r["existed"].as_array().map_or(0, Vec::len),
+                r["failed"].as_array().map_or(0, Vec::len),
+                r["failed"]
             ),
             (_, Some(jid), _) if v.status == "succeeded" => {
                 let sync = job

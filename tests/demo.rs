@@ -26,7 +26,14 @@ fn demo_runs_every_job_kind_and_prints_outcomes() {
     assert!(row("purge_recycle_bin", "items purged"), "{stdout}");
     assert!(row("storage_snapshot", "bytes in total"), "{stdout}");
     assert!(row("audit_mirror", "audit records archived"), "{stdout}");
-    assert!(stdout.contains("6 jobs in"), "{stdout}");
+    assert!(
+        row(
+            "swr_image_sync",
+            "1 synced, 1 already there, 1 failed [\"v1.1.0\"]"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("7 jobs in"), "{stdout}");
     // The SWR share audit: two snapshots, then the changes between them.
     assert_eq!(
         stdout

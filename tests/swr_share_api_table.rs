@@ -233,7 +233,7 @@ async fn every_swr_share_call_matches_the_sdk() {
         match client.call(&req).await.unwrap_err() {
             codearts_syncd::api::Error::Api {
                 status, error_code, ..
-            } => assert_eq!((status, error_code.as_str()), (400, "SVCSTG.SWR.4000014")),
+            } => assert_eq!((status, error_code.as_str()), (400, "SVCSTG.SWR.4001002")),
             other => panic!("{other:?}"),
         }
     }
@@ -246,7 +246,7 @@ async fn every_swr_share_call_matches_the_sdk() {
             status, error_code, ..
         } => {
             assert_eq!(status, 404);
-            assert_eq!(error_code, "SVCSTG.SWR.4040002");
+            assert_eq!(error_code, "SVCSTG.SWR.4041002");
         }
         other => panic!("{other:?}"),
     }

@@ -356,7 +356,7 @@ async fn a_5xx_and_a_429_mid_audit_are_retried_and_the_snapshot_is_complete() {
     assert_eq!(attempts[0].http_status, Some(503));
     assert_eq!(
         attempts[0].error_code.as_deref(),
-        Some("SVCSTG.SWR.5000001")
+        Some("SVCSTG.SWR.5001001")
     );
     assert_eq!(attempts[1].http_status, Some(429));
     assert_eq!(attempts[1].error_code.as_deref(), Some("APIGW.0308"));

@@ -61,12 +61,16 @@ const ROUTE_WORDS: &[&str] = &[
     "storageinfo",
     "statistic",
     "audit",
-    // SWR shared repositories (swr_share_audit).
+    // SWR: shared repositories and image synchronization.
     "v2",
     "manage",
     "shared-repositories",
     "namespaces",
     "access-domains",
+    "repos",
+    "tags",
+    "sync_images",
+    "sync_job",
 ];
 
 /// The route template of a request path for a metrics label: `/v4/repositories/:id/remote-mirror`.

@@ -12,8 +12,8 @@ use crate::Source;
 
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
-    /// Job kind: remote_mirror, purge_recycle_bin, storage_snapshot, audit_mirror or
-    /// swr_share_audit.
+    /// Job kind: remote_mirror, purge_recycle_bin, storage_snapshot, audit_mirror,
+    /// swr_image_sync or swr_share_audit.
     pub kind: String,
     /// A parameter as key=value; the value is read as JSON when it parses (123, true,
     /// ["a","b"]), else as a string. Repeat for each parameter.

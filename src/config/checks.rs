@@ -111,6 +111,18 @@ pub(super) const DURATION_KEYS: &[DurationKey] = &[
         get: |c| Some(c.remote_mirror.follow_timeout),
     },
     DurationKey {
+        key: "swr.poll_interval",
+        nonzero: true,
+        max: HOUR,
+        get: |c| Some(c.swr.poll_interval),
+    },
+    DurationKey {
+        key: "swr.follow_timeout",
+        nonzero: true,
+        max: Duration::from_secs(7 * 24 * 3600),
+        get: |c| Some(c.swr.follow_timeout),
+    },
+    DurationKey {
         key: "retention.interval",
         nonzero: true,
         max: DAY,
@@ -247,6 +259,14 @@ impl Config {
                         show_duration(value),
                         show_duration(d.max)
                     ),
+                ));
+            }
+        }
+        for region in &self.swr.sync_regions {
+            if !region_id_is_valid(region) {
+                return Err(Error::invalid(
+                    "swr.sync_regions",
+                    format!("{region:?} is not a region id (such as \"ap-southeast-1\")"),
                 ));
             }
         }
@@ -496,6 +516,24 @@ impl Config {
 }
 
 /// True for a header name as HTTP allows it: a non-empty token of visible ASCII, no separators.
+/// A region id as Huawei Cloud writes them: lower-case letters and digits in `-`-separated
+/// parts, the first of letters only (`ap-southeast-1`, `cn-north-4`, `la-north-2`).
+fn region_id_is_valid(id: &str) -> bool {
+    let mut parts = id.split('-');
+    let first_ok = parts
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()));
+    let rest: Vec<&str> = parts.collect();
+    first_ok
+        && !rest.is_empty()
+        && id.len() <= 64
+        && rest.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
 fn header_name_is_valid(name: &str) -> bool {
     !name.is_empty()
         && name

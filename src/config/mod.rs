@@ -40,6 +40,7 @@ pub use checks::show_duration;
 pub use cloud::{Auth, AuthConfig, AuthMethod, CloudConfig};
 pub use endpoints::{default_endpoints, EndpointOverrides, Endpoints};
 pub use secrets::{SecretSource, SECRET_IS_A_SOURCE};
+pub use sections::SwrConfig;
 pub use sections::{
     AmqpConfig, CredentialProfile, EngineConfig, HttpConfig, LogFormat, LogLevel, LoggingConfig,
     Misfire, PurgeConfig, QueueType, RemoteMirrorConfig, RetentionConfig, RetryConfig, Schedule,
@@ -95,6 +96,8 @@ pub struct Config {
     pub remote_mirror: RemoteMirrorConfig,
     #[serde(default)]
     pub purge_recycle_bin: PurgeConfig,
+    #[serde(default)]
+    pub swr: SwrConfig,
     /// Source-repository credential profiles for `remote_mirror`, by name.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialProfile>,

@@ -203,6 +203,31 @@ impl Default for RemoteMirrorConfig {
     }
 }
 
+/// `[swr]`: the SWR kinds. `swr_image_sync` takes its `remote_region_id` from
+/// `sync_regions` and follows a sync like `remote_mirror` does.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwrConfig {
+    /// The regions an image sync may target (`remote_region_id`); empty refuses every sync.
+    pub sync_regions: Vec<String>,
+    /// How often a started image sync's sync jobs are polled.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long an image sync is followed before its unfinished tags are recorded as unknown.
+    #[serde(with = "humantime_serde")]
+    pub follow_timeout: Duration,
+}
+
+impl Default for SwrConfig {
+    fn default() -> Self {
+        SwrConfig {
+            sync_regions: Vec::new(),
+            poll_interval: Duration::from_secs(15),
+            follow_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
 /// `purge_recycle_bin` settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -301,3 +301,34 @@ fn a_schedule_misfire_setting_that_cannot_apply_is_named() {
     ok.validate().unwrap();
     assert_eq!(ok.schedules[0].makeup_limit(), 5);
 }
+
+#[test]
+fn swr_sync_regions_must_be_region_ids_named_by_key() {
+    let ok = format!(
+        "{MINIMAL}\n[swr]\nsync_regions = [\"ap-southeast-1\", \"cn-north-4\", \"la-north-2\"]\n"
+    );
+    let cfg = Config::from_toml_str(&ok, Path::new(".")).expect("valid");
+    assert_eq!(cfg.swr.sync_regions.len(), 3);
+    for bad in [
+        "AP-1",
+        "ap_southeast_1",
+        "apsoutheast",
+        "ap--1",
+        "1ap-x",
+        "ap-",
+    ] {
+        let text = format!("{MINIMAL}\n[swr]\nsync_regions = [\"{bad}\"]\n");
+        let msg = Config::from_toml_str(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("swr.sync_regions") && msg.contains(bad),
+            "{bad}: {msg}"
+        );
+    }
+    let text = format!("{MINIMAL}\n[swr]\npoll_interval = \"0s\"\n");
+    let msg = Config::from_toml_str(&text, Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("swr.poll_interval"), "{msg}");
+}

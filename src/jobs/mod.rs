@@ -6,6 +6,8 @@ pub mod audit_mirror;
 pub mod purge_recycle_bin;
 pub mod remote_mirror;
 pub mod storage_snapshot;
+pub mod swr_image_sync;
+pub mod swr_names;
 pub mod swr_share_audit;
 
 use std::sync::Arc;
@@ -26,16 +28,18 @@ pub enum JobKind {
     StorageSnapshot,
     AuditMirror,
     SwrShareAudit,
+    SwrImageSync,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::RemoteMirror,
         JobKind::PurgeRecycleBin,
         JobKind::StorageSnapshot,
         JobKind::AuditMirror,
         JobKind::SwrShareAudit,
+        JobKind::SwrImageSync,
     ];
 
     /// The snake_case name used in messages, the store and the config.
@@ -46,6 +50,7 @@ impl JobKind {
             JobKind::StorageSnapshot => "storage_snapshot",
             JobKind::AuditMirror => "audit_mirror",
             JobKind::SwrShareAudit => "swr_share_audit",
+            JobKind::SwrImageSync => "swr_image_sync",
         }
     }
 
@@ -57,7 +62,7 @@ impl JobKind {
     /// True when a request may join a queued job of this kind with the same parameters
     /// instead of adding one (a burst of pushes costs one sync, not fifty).
     pub fn coalesces(self) -> bool {
-        matches!(self, JobKind::RemoteMirror)
+        matches!(self, JobKind::RemoteMirror | JobKind::SwrImageSync)
     }
 
     /// The lane of a valid job of this kind: jobs sharing a lane never run together (at most
@@ -73,6 +78,8 @@ impl JobKind {
                 .map(|id| format!("remote_mirror:{id}")),
             // One purge of the account's recycle bin at a time, across every instance.
             JobKind::PurgeRecycleBin => Some("purge_recycle_bin".to_string()),
+            // One image sync per repository and target (region and organization).
+            JobKind::SwrImageSync => swr_image_sync::lane(params),
             _ => None,
         }
     }
@@ -176,6 +183,7 @@ pub fn validate(kind: JobKind, params: &Value, cfg: &Config) -> Result<(), Param
         JobKind::StorageSnapshot => storage_snapshot::validate(params, cfg),
         JobKind::AuditMirror => audit_mirror::validate(params, cfg),
         JobKind::SwrShareAudit => swr_share_audit::validate(params, cfg),
+        JobKind::SwrImageSync => swr_image_sync::validate(params, cfg),
     }
 }
 
@@ -259,6 +267,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         JobKind::StorageSnapshot => storage_snapshot::run(ctx, job).await,
         JobKind::AuditMirror => audit_mirror::run(ctx, job).await,
         JobKind::SwrShareAudit => swr_share_audit::run(ctx, job).await,
+        JobKind::SwrImageSync => swr_image_sync::run(ctx, job).await,
     }
 }
 

@@ -20,6 +20,7 @@
 //!   or an array, `{"op": "put" | "remove", "namespace", "repository", "access_domain",
 //!   "permit", "deadline", "after_pages"}` (`after_pages`: once the shared listing has answered
 //!   that many more pages, a share added or removed while a walk is in progress)
+//! - `/__sim/swr/…`: the SWR controls (see `swr/control.rs`)
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/health", get(health))
         .route("/latency", put(set_latency))
         .merge(super::swr_share::control_router())
+        .merge(super::swr::control::router())
 }
 
 fn bad_request(msg: &str) -> Response {

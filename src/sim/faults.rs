@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::state::SimState;
-use super::{artifact, error_response, iam, repo, swr_share, Fault, ResetConnection, Route};
+use super::{artifact, error_response, iam, repo, swr, swr_share, Fault, ResetConnection, Route};
 
 /// Applies `fault`: the delay first, then a reset, a malformed body or an
 /// error status; a fault with none of those serves the real response.
@@ -97,6 +97,11 @@ fn documented_error(route: Route, status: StatusCode) -> (String, String) {
         (r, 403) if r.is_artifact() => Some(artifact::NO_PERMISSION),
         (r, 404) if r.is_artifact() => Some(artifact::NO_REPOSITORY),
         (r, 500) if r.is_artifact() => Some(artifact::UNKNOWN_ERROR),
+        (r, 401) if r.is_swr() => Some(swr::BAD_TOKEN),
+        (r, 403) if r.is_swr() => Some(swr::FORBIDDEN),
+        (r, 404) if r.is_swr() => Some(swr::NO_REPOSITORY),
+        (r, 429) if r.is_swr() => Some(swr::THROTTLED),
+        (r, s) if r.is_swr() && s >= 500 => Some(swr::INTERNAL),
         _ => None,
     };
     match documented {
@@ -200,6 +205,15 @@ fn malformed_sample(route: Route) -> String {
         .to_string(),
         Route::SwrRepoDomains => serde_json::json!([
             {"namespace": "team-a", "repository": "api-server", "access_domain": "partner-x", "permit": "read", "deadline": "forever", "status": true}
+        ])
+        .to_string(),
+        Route::SwrTagList => {
+            serde_json::json!([{"id": 50001, "repo_id": 700, "Tag": "v1.0.0", "digest": "sha256:0"}])
+                .to_string()
+        }
+        Route::SwrSyncStart => serde_json::json!(["v1.0.0", "v1.0.1"]).to_string(),
+        Route::SwrSyncJobs => serde_json::json!([
+            {"id": 1001, "tag": "v1.0.0", "status": "running", "remoteRegionId": "ap-southeast-1"}
         ])
         .to_string(),
         Route::Audit => serde_json::json!({

@@ -34,6 +34,10 @@
 //! a token or an AK/SK signature (`SDK-HMAC-SHA256`), verified in `aksk.rs` as
 //! the gateway does, before any handler runs.
 //!
+//! SWR's image synchronization (`/v2/manage/namespaces/{namespace}/repos/{repository}/…`: tags,
+//! `sync_images`, `sync_job`) is in `swr/`, with seeded organizations, sync jobs that progress
+//! over time, and controls under `/__sim/swr/`.
+//!
 //! The files, top to bottom; each imports only from files below it and from this one, which
 //! holds the types they share (and re-exports [`Simulator`]):
 //!
@@ -45,6 +49,7 @@
 //! - `iam.rs`, `repo.rs`, `artifact/`: the simulated services' routes.
 //! - `swr_share.rs`: SWR's shared-repository listing and access domains, their data (seeded
 //!   shares, one past its deadline) and the `/__sim/swr/shares` control.
+//! - `iam.rs`, `repo.rs`, `artifact/`, `swr/`: the simulated services' routes.
 //! - `aksk.rs`: AK/SK signature verification.
 //! - `state.rs`: tokens, faults, calls and repositories behind one lock.
 //! - `artifact/model.rs`: the Artifact data, held by the state.
@@ -63,6 +68,7 @@ mod repo;
 mod server;
 mod simulator;
 mod state;
+pub mod swr;
 mod swr_share;
 
 #[cfg(test)]
@@ -182,6 +188,12 @@ pub enum Route {
     /// `GET /v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains`
     /// (SWR, `list_repo_domains`)
     SwrRepoDomains,
+    /// `GET /v2/manage/namespaces/{namespace}/repos/{repository}/tags`
+    SwrTagList,
+    /// `POST /v2/manage/namespaces/{namespace}/repos/{repository}/sync_images`
+    SwrSyncStart,
+    /// `GET /v2/manage/namespaces/{namespace}/repos/{repository}/sync_job`
+    SwrSyncJobs,
 }
 
 impl Route {
@@ -189,9 +201,17 @@ impl Route {
     pub fn is_artifact(self) -> bool {
         !matches!(
             self,
-            Route::IamToken
-                | Route::MirrorStart
-                | Route::MirrorShow
+            Route::IamToken | Route::MirrorStart | Route::MirrorShow
+        ) && !self.is_swr()
+    }
+
+    /// True for the SWR routes.
+    pub fn is_swr(self) -> bool {
+        matches!(
+            self,
+            Route::SwrTagList
+                | Route::SwrSyncStart
+                | Route::SwrSyncJobs
                 | Route::SwrSharedRepos
                 | Route::SwrRepoDomains
         )

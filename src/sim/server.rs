@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use super::artifact::{audit, repos, storage, trash};
 use super::state::{self, SimState};
+use super::swr::routes as swr;
 use super::{aksk, control, faults, iam, repo, swr_share};
 use super::{error_response, AkSkVerified, Call, CallNote, ResetConnection, Route};
 
@@ -87,6 +88,15 @@ fn router(state: Arc<SimState>) -> Router {
         .route(
             swr_share::DOMAINS_PATH,
             api(Route::SwrRepoDomains, get(swr_share::list_domains)),
+        )
+        .route(swr::TAGS_PATH, api(Route::SwrTagList, get(swr::list_tags)))
+        .route(
+            swr::SYNC_IMAGES_PATH,
+            api(Route::SwrSyncStart, post(swr::sync_images)),
+        )
+        .route(
+            swr::SYNC_JOB_PATH,
+            api(Route::SwrSyncJobs, get(swr::sync_job)),
         )
         .nest("/__sim", control::router())
         .fallback(unknown_api)

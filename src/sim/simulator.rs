@@ -217,4 +217,49 @@ impl Simulator {
         }
         out
     }
+
+    /// What the SWR routes received, oldest first.
+    pub fn swr_requests(&self) -> Vec<super::swr::SwrRequest> {
+        self.state.lock().swr.requests.clone()
+    }
+
+    /// Appends tags to an SWR repository (creating it and its organization if needed).
+    pub fn swr_add_tags(&self, namespace: &str, repository: &str, tags: &[&str]) {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        self.state.add_swr_tags(namespace, repository, &tags);
+    }
+
+    /// Makes the tag's syncs end with `status` (`failed`, `timeout`, `cancel`, ...); `None`
+    /// lets them succeed again.
+    pub fn swr_tag_outcome(
+        &self,
+        namespace: &str,
+        repository: &str,
+        tag: &str,
+        status: Option<&str>,
+    ) {
+        self.state
+            .set_swr_tag_outcome(namespace, repository, tag, status);
+    }
+
+    /// Makes the repository's syncs started from now on never finish (or finish again).
+    pub fn swr_hang(&self, namespace: &str, repository: &str, hang: bool) {
+        self.state.set_swr_hang(namespace, repository, hang);
+    }
+
+    /// Changes the repository's tags once its listing has served `shift.after_pages` pages.
+    pub fn swr_shift_tags(&self, shift: super::swr::TagShift) {
+        self.state.lock().swr.shifts.push(shift);
+    }
+
+    /// How many sync jobs the repository has.
+    pub fn swr_sync_jobs(&self, namespace: &str, repository: &str) -> usize {
+        self.state
+            .lock()
+            .swr
+            .jobs
+            .iter()
+            .filter(|j| j.namespace == namespace && j.repository == repository)
+            .count()
+    }
 }

@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::artifact::model::ArtifactState;
+use super::swr::SwrState;
 use super::{Call, Fault, RepoBehaviour, Route, SimConfig};
 
 /// How a request authenticated itself, as recorded in [`Call::auth`].
@@ -160,6 +161,7 @@ pub(crate) struct Inner {
     pub(crate) starts: HashMap<u32, usize>,
     pub(crate) artifact: ArtifactState,
     pub(crate) swr_shares: super::swr_share::model::ShareState,
+    pub(crate) swr: SwrState,
 }
 
 pub(crate) struct SimState {
@@ -301,6 +303,52 @@ impl SimState {
             .entry(id)
             .or_insert_with(|| RepoState::seeded(id, created_at))
             .behaviour = behaviour;
+    }
+
+    /// Appends tags to an SWR repository, creating it if needed.
+    pub(crate) fn add_swr_tags(&self, namespace: &str, repository: &str, tags: &[String]) {
+        let mut inner = self.lock();
+        let list = inner
+            .swr
+            .repos
+            .entry((namespace.to_string(), repository.to_string()))
+            .or_default();
+        for t in tags {
+            if !list.contains(t) {
+                list.push(t.clone());
+            }
+        }
+    }
+
+    /// Sets (or with `None` clears) the status a tag's syncs end with.
+    pub(crate) fn set_swr_tag_outcome(
+        &self,
+        namespace: &str,
+        repository: &str,
+        tag: &str,
+        status: Option<&str>,
+    ) {
+        let key = (
+            namespace.to_string(),
+            repository.to_string(),
+            tag.to_string(),
+        );
+        let mut inner = self.lock();
+        match status {
+            Some(s) => inner.swr.tag_outcome.insert(key, s.to_string()),
+            None => inner.swr.tag_outcome.remove(&key),
+        };
+    }
+
+    /// Makes a repository's syncs (started from now on) never finish, or finish again.
+    pub(crate) fn set_swr_hang(&self, namespace: &str, repository: &str, hang: bool) {
+        let key = (namespace.to_string(), repository.to_string());
+        let mut inner = self.lock();
+        if hang {
+            inner.swr.hanging.insert(key);
+        } else {
+            inner.swr.hanging.remove(&key);
+        }
     }
 
     pub(crate) fn remove_repo(&self, id: u32) {

@@ -286,10 +286,6 @@ pub(super) async fn insert_in(
     Ok(Inserted::New(id))
 }
 
-/// The most rows one multi-row statement carries (SQLite allows 32,766 placeholders, PostgreSQL
-/// 65,535; the widest statement here has 15 columns).
-pub(super) const ROWS_PER_STATEMENT: usize = 500;
-
 /// What one job of a batch does, decided before anything is written.
 enum Plan {
     Done(Inserted),
@@ -397,7 +393,7 @@ pub(super) async fn insert_batch_in(
     Ok(out)
 }
 
-/// Inserts `rows` as new jobs, a multi-row `INSERT` per [`ROWS_PER_STATEMENT`]; their ids in
+/// Inserts `rows` as new jobs, a multi-row `INSERT` per [`super::ROWS_PER_STATEMENT`]; their ids in
 /// the same order. Ids are handed out in the order of the rows (SQLite's rowid, PostgreSQL's
 /// identity), so the returned ids, sorted, are the rows' in order.
 async fn insert_rows(
@@ -407,7 +403,7 @@ async fn insert_rows(
 ) -> Result<Vec<JobId>, Error> {
     let pg = tx.backend() == Backend::Postgres;
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.chunks(super::ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO jobs (kind, params, source, schedule, status, max_attempts, \
                next_run_at, idempotency_key, error_code, error_msg, created_at, finished_at, \

@@ -527,6 +527,10 @@ pub(super) fn value_rows(rows: usize, cols: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// The most rows one multi-row insert carries (SQLite allows 32,766 placeholders, PostgreSQL
+/// 65,535; the widest such statement has 15 columns).
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
 /// `n` placeholders for the parameters bound from the `first`-th on, in the order they appear in
 /// the statement's text: numbered on PostgreSQL, the anonymous `?` on SQLite, where sqlx looks
 /// each numbered placeholder's name up in a list as long as the statement's placeholders

@@ -94,7 +94,7 @@ pub(super) fn coalescible(job: &NewJob) -> bool {
 }
 
 /// [`earlier`]'s two look-ups for every job of a batch in one statement per
-/// [`super::jobs::ROWS_PER_STATEMENT`] jobs: for each job, in order, the job holding its
+/// [`super::ROWS_PER_STATEMENT`] jobs: for each job, in order, the job holding its
 /// idempotency key and the oldest queued job it may join, as the store holds them before the
 /// batch (the batch's own jobs are the caller's to match).
 pub(super) async fn earlier_many(
@@ -105,7 +105,7 @@ pub(super) async fn earlier_many(
     let asks: Vec<usize> = (0..jobs.len())
         .filter(|&i| held_key(&jobs[i]).is_some() || coalescible(&jobs[i]))
         .collect();
-    for chunk in asks.chunks(super::jobs::ROWS_PER_STATEMENT) {
+    for chunk in asks.chunks(super::ROWS_PER_STATEMENT) {
         let joinable = match tx.backend() {
             Backend::Sqlite => "params = v.params",
             Backend::Postgres => "md5(params) = md5(v.params) AND params = v.params",
@@ -142,13 +142,13 @@ pub(super) async fn earlier_many(
 }
 
 /// Records the requests of a batch's jobs that joined another job (`coalesced`), in one
-/// statement per [`super::jobs::ROWS_PER_STATEMENT`].
+/// statement per [`super::ROWS_PER_STATEMENT`].
 pub(super) async fn record_joined(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     joined: &[(JobId, &NewJob)],
     now: i64,
 ) -> Result<(), Error> {
-    for chunk in joined.chunks(super::jobs::ROWS_PER_STATEMENT) {
+    for chunk in joined.chunks(super::ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO requests (job_id, source, idem_key, outcome, received_at) VALUES {}",
             super::value_rows_on(tx.backend(), chunk.len(), 5, 1)

@@ -41,22 +41,10 @@ pub(crate) const SHARED_PATH: &str = "/v2/manage/shared-repositories";
 pub(crate) const DOMAINS_PATH: &str =
     "/v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains";
 
-/// A missing or refused credential, answered by the gateway.
-pub(crate) const BAD_TOKEN: (&str, &str) = (
-    "APIGW.0301",
-    "Incorrect IAM authentication information: token expired or invalid",
-);
-/// SWR's generic bad-parameter code.
-pub(crate) const INVALID_PARAM: (&str, &str) = ("SVCSTG.SWR.4000014", "Invalid param");
-/// A repository that does not exist (or is no longer shared).
-pub(crate) const NO_REPOSITORY: (&str, &str) = ("SVCSTG.SWR.4040002", "Repository not found");
-/// An internal error.
-pub(crate) const INTERNAL: (&str, &str) = ("SVCSTG.SWR.5000001", "Internal error");
-/// The gateway's throttling answer.
-pub(crate) const THROTTLED: (&str, &str) = (
-    "APIGW.0308",
-    "The throttling threshold has been reached: policy user over ratelimit",
-);
+// SWR's error answers are the simulated service's one set (see `super::swr`).
+pub(crate) use super::swr::{BAD_TOKEN, INTERNAL, NO_REPOSITORY, THROTTLED};
+/// SWR's bad-parameter answer.
+pub(crate) const INVALID_PARAM: (&str, &str) = (super::swr::BAD_REQUEST, "Invalid param");
 
 /// The largest `limit` accepted.
 const MAX_LIMIT: u64 = 1000;

@@ -6,6 +6,7 @@ mod faults;
 mod iam;
 mod repo;
 mod server;
+mod swr;
 
 use std::time::{Duration, Instant};
 
