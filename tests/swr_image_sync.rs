@@ -665,3 +665,58 @@ async fn a_replay_after_an_api_error_sends_only_the_unfinished_tags() {
     );
     assert_eq!(strings(&replay.result.unwrap()["carried"]), ["v1.0.1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amqp_message_runs_an_image_sync_and_a_bad_one_is_rejected() {
+    use support::broker::{acfg, all_jobs, amqp_toml, cleanup, publish_raw, unique_tag};
+    let tag = unique_tag();
+    let extra = format!("{}\n{}", swr_config("20s"), amqp_toml(&tag));
+    let mut app = spawn_app_with(sim(200), &extra).await;
+    let amqp = acfg(&app);
+    app.start();
+    let good =
+        json!({"kind": "swr_image_sync", "params": sync("web", json!(["v1.0.0", "v1.0.1"]))});
+    let mut bad_params = sync("web", json!(["v1.0.0"]));
+    bad_params["remote_region_id"] = json!("eu-west-101");
+    let bad = json!({"kind": "swr_image_sync", "params": bad_params});
+    publish_raw(
+        &amqp,
+        &[
+            (good.to_string().into_bytes(), Some("img-1".into())),
+            (bad.to_string().into_bytes(), Some("img-2".into())),
+        ],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let jobs = loop {
+        let jobs = all_jobs(&app.store).await;
+        let finished = jobs
+            .iter()
+            .filter(|j| j.status == "succeeded" || j.status == "rejected")
+            .count();
+        if finished == 2 {
+            break jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    app.stop().await;
+    cleanup(&amqp).await;
+    let by_status = |s: &str| -> Vec<_> { jobs.iter().filter(|j| j.status == s).collect() };
+    let (done, rejected) = (by_status("succeeded"), by_status("rejected"));
+    assert_eq!((done.len(), rejected.len()), (1, 1), "{jobs:?}");
+    assert_eq!(done[0].source, "amqp");
+    let result = done[0].result.as_ref().expect("a result");
+    // The simulator seeds v1.0.0 at the target already: `existed`, which counts as done.
+    assert_eq!(strings(&result["succeeded"]), ["v1.0.1"], "{result}");
+    assert_eq!(strings(&result["existed"]), ["v1.0.0"], "{result}");
+    assert!(done[0].jid.is_some(), "{:?}", done[0]);
+    assert_eq!(rejected[0].source, "amqp");
+    let why = rejected[0].error_msg.as_deref().unwrap_or("");
+    assert!(why.contains("remote_region_id"), "{why}");
+    // Only the valid message reached SWR.
+    assert_eq!(
+        started_tags(&app.sim.swr_requests()),
+        [["v1.0.0", "v1.0.1"]]
+    );
+}
