@@ -720,3 +720,35 @@ async fn an_amqp_message_runs_an_image_sync_and_a_bad_one_is_rejected() {
         [["v1.0.0", "v1.0.1"]]
     );
 }
+
+#[tokio::test]
+async fn a_restart_while_following_resumes_the_same_sync_jobs() {
+    // Syncs that take 2.5 s: long enough to stop the daemon in the middle of them.
+    let mut app = spawn_app_with(sim(2500), &swr_config("20s")).await;
+    let id = app
+        .submit("swr_image_sync", sync("web", json!(["v1.0.1", "v2.0.0"])))
+        .await;
+    app.start();
+    // Its sync job ids are known from the first poll on.
+    let following = app
+        .wait_for(id, WAIT, |j| j.status == "following" && j.jid.is_some())
+        .await;
+    let jid = following.jid.clone().unwrap();
+    // The daemon stops while the syncs run; the syncs go on without it.
+    app.stop().await;
+    assert_eq!(app.job(id).await.status, "following");
+    app.start();
+    let job = app.wait_final(id, WAIT).await;
+    app.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    assert_eq!(
+        job.jid.as_deref(),
+        Some(jid.as_str()),
+        "the same sync jobs, followed on"
+    );
+    assert_eq!(
+        started_tags(&app.sim.swr_requests()),
+        [["v1.0.1", "v2.0.0"]],
+        "one start, never repeated by the restart"
+    );
+}
