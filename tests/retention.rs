@@ -30,9 +30,12 @@ async fn count(pool: &AnyPool, sql: &'static str) -> i64 {
 }
 
 /// Inserts `n` finished jobs with one attempt each, finished `age_ms` ago; returns their ids.
+/// One transaction: the daemon's retention runs meanwhile and must never see a job without its
+/// attempt (it would prune the job before the attempt is written).
 async fn old_jobs(pool: &AnyPool, n: usize, age_ms: i64) -> Vec<i64> {
     let at = now_ms() - age_ms;
     let mut ids = Vec::new();
+    let mut tx = pool.begin().await.unwrap();
     for i in 0..n {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO jobs (kind, params, source, status, attempts, max_attempts, \
@@ -45,7 +48,7 @@ async fn old_jobs(pool: &AnyPool, n: usize, age_ms: i64) -> Vec<i64> {
         .bind(at)
         .bind(at)
         .bind(at)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .unwrap();
         sqlx::query(
@@ -55,11 +58,12 @@ async fn old_jobs(pool: &AnyPool, n: usize, age_ms: i64) -> Vec<i64> {
         .bind(id)
         .bind(at)
         .bind(at)
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
         ids.push(id);
     }
+    tx.commit().await.unwrap();
     ids
 }
 
