@@ -132,9 +132,16 @@ async fn every_active_repository_is_mirrored_by_default() {
     }
 }
 
+/// A crash: SIGKILL of the daemon's process, so every task and connection it had ends with it.
+/// (Aborting an in-process daemon's task leaves the tasks it spawned running.)
+fn crash(daemon: &mut support::RunningBinary) {
+    daemon.child.kill().expect("SIGKILL");
+    daemon.child.wait().expect("the killed daemon is reaped");
+}
+
 #[tokio::test]
 async fn a_walk_resumes_after_a_crash_without_gaps_or_duplicates() {
-    let mut app = app().await;
+    let app = app().await;
     let (big, _) = repos(&app);
     // Slow pages so the crash lands mid-walk.
     app.sim.inject(Fault {
@@ -145,7 +152,7 @@ async fn a_walk_resumes_after_a_crash_without_gaps_or_duplicates() {
     let id = app
         .submit("audit_mirror", json!({"repos": [big], "page_size": 100}))
         .await;
-    app.start();
+    let mut daemon = app.spawn_run("before-crash.log");
     app.wait_for(id, WAIT, |j| {
         j.checkpoint
             .as_ref()
@@ -153,13 +160,14 @@ async fn a_walk_resumes_after_a_crash_without_gaps_or_duplicates() {
             .is_some_and(|p| p >= 30)
     })
     .await;
-    app.kill();
+    crash(&mut daemon);
     app.sim.clear_faults();
     let calls_at_crash = app.sim.count(Route::Audit);
     app.sim.append_audit("file", &big, 77);
-    app.start();
+    let mut daemon = app.spawn_run("after-crash.log");
     let job = app.wait_final(id, WAIT).await;
-    app.stop().await;
+    daemon.signal("TERM");
+    daemon.wait_exit(WAIT).await;
     assert_eq!(job.status, "succeeded", "{job:?}");
     assert_eq!(assert_archive_equals_log(&app, &big).await, 20_077);
     // Resumed where it was: nowhere near a second full walk (200 pages).
@@ -455,7 +463,7 @@ async fn a_parallel_fetch_ahead_walk_stays_complete_while_several_streams_grow()
 
 #[tokio::test]
 async fn a_parallel_walk_resumes_every_stream_after_a_crash() {
-    let mut app = spawn_app_with(
+    let app = spawn_app_with(
         SimConfig {
             artifact_repos: 4,
             audit_records_per_repo: Some(3000),
@@ -477,7 +485,7 @@ async fn a_parallel_walk_resumes_every_stream_after_a_crash() {
             json!({"page_size": 100, "parallel_streams": 4, "prefetch_pages": 3}),
         )
         .await;
-    app.start();
+    let mut daemon = app.spawn_run("before-crash.log");
     app.wait_for(id, WAIT, |j| {
         j.checkpoint
             .as_ref()
@@ -485,14 +493,15 @@ async fn a_parallel_walk_resumes_every_stream_after_a_crash() {
             .is_some_and(|p| p >= 40)
     })
     .await;
-    app.kill();
+    crash(&mut daemon);
     app.sim.clear_faults();
     let calls_at_crash = app.sim.count(Route::Audit);
     app.sim.append_audit("file", &ids[0], 77);
     app.sim.append_audit("file", &ids[3], 5);
-    app.start();
+    let mut daemon = app.spawn_run("after-crash.log");
     let job = app.wait_final(id, WAIT).await;
-    app.stop().await;
+    daemon.signal("TERM");
+    daemon.wait_exit(WAIT).await;
     assert_eq!(job.status, "succeeded", "{job:?}");
     let mut total = 0;
     for repo in &ids {
