@@ -9,7 +9,7 @@
 //!                                    └──── outcome, jid, attempts ◄─┘
 //! ```
 //!
-//! Layers, lowest first (imports point down this list; `tests/architecture.rs` checks it, and
+//! Layers, lowest first (imports point down this list; `tests/suite/architecture.rs` checks it, and
 //! `ARCHITECTURE.md` is the map):
 //!
 //! - shared: this file (JobId, Source, Status, the clock) and [`size`].

@@ -2,7 +2,7 @@
 //! multi-row statements. Whatever the batch holds, the outcome must be exactly what inserting
 //! its jobs one by one gives: the same ids, the same duplicates and joins, the same requests.
 
-mod support;
+use crate::support;
 
 use codearts_syncd::store::{Inserted, NewJob};
 use codearts_syncd::{Source, Status};

@@ -1,7 +1,7 @@
 //! Webhooks on the HTTP listener: CodeArts Repo (a token header) and GitHub (an HMAC signature)
 //! pushes become `remote_mirror` jobs through the routes, committed before the answer.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

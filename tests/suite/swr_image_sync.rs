@@ -2,7 +2,7 @@
 //! replay, `existed`, globs over a paged listing, the follow timeout, one sync per repository
 //! and target, a lost start answer, AK/SK, and parameters refused at ingress.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

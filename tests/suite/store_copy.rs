@@ -4,7 +4,7 @@
 //! followed is polled to its end (never started again), new jobs and audit records continue
 //! the copied ids and chains. Always SQLite into PostgreSQL, whatever SYNCD_TEST_BACKEND says.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! version) stops `run` and `jobs list` with status 3, naming the file and what to do: a restart
 //! cannot mend it, and the systemd unit does not restart on 3.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! which would only run them a second time.
 //! Each test makes its own schema and its own queues, and deletes them at the end.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

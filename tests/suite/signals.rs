@@ -2,7 +2,7 @@
 //! exits at once and the next start recovers the job; SIGHUP reloads the schedules and the log
 //! level, refuses a broken file and keeps the old configuration, and never ends the process.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The binary as an operator uses it: config errors, enqueue validation, `run` and SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

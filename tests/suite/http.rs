@@ -1,6 +1,6 @@
 //! The HTTP listener: `/healthz`, `/readyz` (store, broker, draining), the access log.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

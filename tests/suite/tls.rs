@@ -1,7 +1,7 @@
 //! HTTPS on the listener (`[server] tls`): a self-signed certificate made for each test, the
 //! daemon started as an operator starts it, and a client that trusts only that certificate.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! AMQP ingress against the real RabbitMQ on 127.0.0.1:5672 (guest/guest). Each test declares
 //! its own exchange and queues (unique names) and deletes them at the end.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -449,7 +449,7 @@ async fn sigkill_mid_stream_and_restart_records_every_message_once() {
 async fn two_instances_fire_each_cron_tick_once_and_hand_over_on_death() {
     if support::postgres() {
         // Broker leadership is for instances with stores of their own (SQLite); on a shared
-        // store every instance fires and the slot key decides (tests/fleet.rs).
+        // store every instance fires and the slot key decides (tests/suite/fleet.rs).
         return;
     }
     let schedule = r#"

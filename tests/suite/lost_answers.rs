@@ -2,7 +2,7 @@
 //! must not start a second sync: not after a reset, not after a client timeout, not after a
 //! crash or a shutdown in the middle of the call.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

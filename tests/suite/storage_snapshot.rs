@@ -1,7 +1,7 @@
 //! `storage_snapshot` end to end: exact byte counts for every size string the simulator sends,
 //! the trend, `storage report` (text, JSON, SVG), parameters and transient failures.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

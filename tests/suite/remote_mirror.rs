@@ -1,6 +1,6 @@
 //! `remote_mirror` end to end against the simulator: outcomes, retries, auth, recovery.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

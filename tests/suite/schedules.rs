@@ -2,7 +2,7 @@
 //! that fire once across restarts, the misfire policy after downtime, pause/resume/run, and one
 //! sync per repository whatever the arrival pattern.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `enqueue --wait`: exit codes and output for success, failure, rejection and a timeout, with
 //! the CLI writing the row itself, and with AMQP (the row the daemon writes for the message).
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! that the simulator verifies as the gateway does; a wrong secret key or another IAM project is
 //! refused with 401 and the job fails without retrying.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

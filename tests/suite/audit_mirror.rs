@@ -3,7 +3,7 @@
 //! resuming after a crash, tamper evidence (`audit verify`), `audit export`,
 //! and transient failures.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

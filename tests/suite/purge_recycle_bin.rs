@@ -1,7 +1,7 @@
 //! `purge_recycle_bin` end to end against the simulator: batches, retries without re-sending,
 //! dry runs, filters and caps, both shapes of the delete answer, and transient failures.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

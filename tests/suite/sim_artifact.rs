@@ -1,7 +1,7 @@
 //! The simulator's Artifact routes check what the service would: credentials, the tenant and
 //! project in the path, the delete body's shape (a bare array, `format` not `fomat`), paging.
 
-mod support;
+use crate::support;
 
 use codearts_syncd::api::{self, Client, Request, Service};
 use codearts_syncd::sim::SimConfig;

@@ -1,6 +1,6 @@
 //! The operator API: bearer token, the routes `openapi.json` documents, answers like the CLI's.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -150,7 +150,7 @@ async fn the_api_needs_the_token_and_answers_like_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_exactly_the_routes_the_router_serves() {
-    let doc: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
     let mut documented = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {

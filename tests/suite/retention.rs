@@ -2,7 +2,7 @@
 //! requests and purge items, in batches, while jobs keep running; the audit archive and the
 //! storage series stay. And `store vacuum`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

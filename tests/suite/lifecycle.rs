@@ -1,7 +1,7 @@
 //! Job lifecycle controls: cancel (queued, running: its request dropped), attempt timeouts,
 //! replay of one job and in bulk, `enqueue --wait`, retention and `store vacuum`.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! taking work, acknowledge nothing it could not store, keep the outcomes it could not write,
 //! and resume on its own. The store lives on a small tmpfs mounted for the test (root only).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

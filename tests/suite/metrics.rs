@@ -1,7 +1,7 @@
 //! `GET /metrics`: the Prometheus exposition, read with a real text-format parser after a few
 //! jobs have run in a daemon of its own (a separate process, so the counters are this test's).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Cron ingress: schedules fire and record; an overlapping tick is recorded `skipped`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! a 5xx and a 429 in the middle of the work are retried by the engine, the API's error codes
 //! kept on the attempts, and the snapshot in the end is complete.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

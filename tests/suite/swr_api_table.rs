@@ -5,7 +5,7 @@
 //!
 //! Rows are grouped by the kind that makes the call; a new SWR call adds a row here.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! protocol: `READY=1` only once the store is open, `WATCHDOG=1` while the engine goes round,
 //! `STOPPING=1` when SIGTERM starts the drain.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

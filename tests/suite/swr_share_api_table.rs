@@ -5,7 +5,7 @@
 //! against the simulator; what the simulator recorded is compared with the table, and so are the
 //! simulator's answers, so neither side can drift from the SDK unnoticed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 
