@@ -189,6 +189,9 @@ pub struct Store {
     archive_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How long [`Store::close`] waits for connections still in use.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Store {
     /// Opens (creating if needed) the database, sets WAL and the pragmas, applies migrations.
     pub async fn open(cfg: &StoreConfig) -> Result<Store, Error> {
@@ -468,10 +471,23 @@ impl Store {
         self.work.notified().await
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Closes the pool, flushing the WAL. Waits at most [`CLOSE_WAIT`] for connections still
+    /// in use to come back: sqlx's close waits for every connection's permit, and one whose
+    /// return is lost (seen once, with every task of the process idle) would otherwise hang a
+    /// shutdown. Everything committed is already durable; a connection left open only leaves
+    /// SQLite's `-wal` file behind until the next open.
     pub async fn close(&self) {
-        self.claims.close().await;
-        self.pool.close().await
+        let closing = async {
+            self.claims.close().await;
+            self.pool.close().await
+        };
+        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+            tracing::warn!(
+                waited_s = CLOSE_WAIT.as_secs(),
+                in_use = self.pool.size() as u64 - self.pool.num_idle() as u64,
+                "the store's connections did not all come back; closed without them"
+            );
+        }
     }
 }
 
