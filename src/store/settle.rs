@@ -2,7 +2,7 @@
 //! alone or in a batch; and the checkpoint a running job saves on the way. Every write is guarded
 //! by `status = 'running'`: a job no longer ours gets [`Error::LostOwnership`].
 
-use super::{Error, JobRow, OnBackend, Store};
+use super::{Backend, Error, JobRow, OnBackend, Store};
 use crate::now_ms;
 
 /// The `error_code` of an attempt that exceeded its timeout, and that attempt's `outcome`
@@ -72,6 +72,9 @@ impl Store {
 
     async fn settle_many_tx(&self, items: &[(JobRow, Transition)]) -> Vec<Result<(), Error>> {
         let now = now_ms();
+        if self.backend == Backend::Sqlite {
+            return self.settle_sqlite(items, now).await;
+        }
         let mut tx = match self.write_tx().await {
             Ok(tx) => tx,
             Err(e) => {
@@ -100,6 +103,106 @@ impl Store {
                 .collect();
         }
         results
+    }
+}
+
+impl Store {
+    /// [`Store::settle_many`] on SQLite in one round trip to the connection's thread: the
+    /// transaction's `BEGIN IMMEDIATE`, its two statements and its `COMMIT` are one command
+    /// (sqlx runs a text of several statements in order, binding anonymous placeholders across
+    /// them), where a transaction through sqlx is four, two of which wait for an acknowledgement.
+    /// The attempts are updated first, under the same guard as the jobs (running, and ours),
+    /// read under the same write lock, so an attempt is closed exactly when its job is settled.
+    async fn settle_sqlite(
+        &self,
+        items: &[(JobRow, Transition)],
+        now: i64,
+    ) -> Vec<Result<(), Error>> {
+        let fail_all = |msg: String| -> Vec<Result<(), Error>> {
+            items
+                .iter()
+                .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
+                .collect()
+        };
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
+        let attempts: Vec<_> = items
+            .iter()
+            .zip(&plans)
+            .filter(|((job, _), _)| !job.is_poll())
+            .collect();
+        let b = Backend::Sqlite;
+        let mut sql = String::from("BEGIN IMMEDIATE; ");
+        if !attempts.is_empty() {
+            sql.push_str(&attempts_sql(b, attempts.len(), true));
+            sql.push_str("; ");
+        }
+        sql.push_str(&jobs_sql(b, items.len()));
+        sql.push_str("; COMMIT");
+        // Dynamic only in the number of placeholder rows.
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+        if !attempts.is_empty() {
+            q = q.bind(now).bind(self.instance());
+            for ((job, _), p) in &attempts {
+                q = bind_attempt(q, job, p);
+            }
+        }
+        q = q.bind(now).bind(self.instance());
+        for ((job, _), p) in items.iter().zip(&plans) {
+            q = bind_job(q, job, p);
+        }
+        let conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return fail_all(e.to_string()),
+        };
+        // Dropped before the command ends (the task cancelled), the connection may be inside
+        // the transaction: it is closed then, which rolls the transaction back.
+        let mut guard = OpenTx(Some(conn));
+        let result = match guard.0.as_mut() {
+            Some(conn) => q.fetch_all(&mut **conn).await,
+            None => unreachable!("the guard holds the connection until here"),
+        };
+        let Some(mut conn) = guard.0.take() else {
+            unreachable!("the guard holds the connection until here")
+        };
+        match result {
+            Ok(ids) => {
+                let settled: std::collections::HashSet<i64> = ids.into_iter().collect();
+                items
+                    .iter()
+                    .map(|(job, _)| {
+                        if settled.contains(&job.id) {
+                            Ok(())
+                        } else {
+                            Err(Error::LostOwnership(job.id))
+                        }
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                // The command stops at the failed statement: the transaction may still be
+                // open (SQLite rolls some failures back itself; then this one fails, harmless).
+                if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    if !r.to_string().contains("no transaction is active") {
+                        conn.close_on_drop();
+                    }
+                }
+                fail_all(e.to_string())
+            }
+        }
+    }
+}
+
+/// A pool connection inside a transaction sqlx does not know of: closed if dropped so.
+struct OpenTx(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -227,40 +330,12 @@ async fn settle_rows(
     }
     let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
     let b = tx.backend();
-    let (scalars, rows) = (
-        super::params_on(b, 2, 1),
-        super::value_rows_on(b, items.len(), 11, 3),
-    );
-    let sql = format!(
-        "WITH p (now, owner) AS (VALUES ({scalars})), \
-           v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
-              checkpoint, finished) AS (VALUES {rows}) \
-         UPDATE jobs SET status = v.status, next_run_at = COALESCE(v.next_run, jobs.next_run_at), \
-           jid = COALESCE(v.jid, jobs.jid), trace_id = COALESCE(v.trace, jobs.trace_id), \
-           http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
-           result = COALESCE(v.result, jobs.result), \
-           checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
-           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = p.now \
-         FROM v, p WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = p.owner \
-         RETURNING jobs.id"
-    );
     // Dynamic only in the number of placeholder rows.
-    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(jobs_sql(b, items.len())))
         .bind(now)
         .bind(owner);
     for ((job, _), p) in items.iter().zip(&plans) {
-        q = q
-            .bind(job.id)
-            .bind(p.status)
-            .bind(p.next_run)
-            .bind(p.jid.clone())
-            .bind(p.trace.clone())
-            .bind(p.err.and_then(|e| e.http_status).map(i64::from))
-            .bind(p.err.and_then(|e| e.error_code.clone()))
-            .bind(p.err.map(|e| e.error_msg.clone()))
-            .bind(p.result.clone())
-            .bind(p.checkpoint.clone())
-            .bind(p.finished);
+        q = bind_job(q, job, p);
     }
     let settled: std::collections::HashSet<i64> =
         q.fetch_all(&mut **tx).await?.into_iter().collect();
@@ -270,32 +345,13 @@ async fn settle_rows(
         .filter(|((job, _), _)| !job.is_poll() && settled.contains(&job.id))
         .collect();
     if !attempts.is_empty() {
-        let (scalar, rows) = (
-            super::params_on(b, 1, 1),
-            super::value_rows_on(b, attempts.len(), 7, 2),
-        );
-        let sql = format!(
-            "WITH p (now) AS (VALUES ({scalar})), \
-               v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
-               AS (VALUES {rows}) \
-             UPDATE attempts SET finished_at = p.now, outcome = v.outcome, \
-               http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
-               retry_delay_ms = v.delay \
-             FROM v, p WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt"
-        );
         // Dynamic only in the number of placeholder rows.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        let sql = attempts_sql(b, attempts.len(), false);
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(now);
         for ((job, _), p) in attempts {
-            q = q
-                .bind(job.id)
-                .bind(job.attempts)
-                .bind(p.outcome)
-                .bind(p.err.and_then(|e| e.http_status).map(i64::from))
-                .bind(p.err.and_then(|e| e.error_code.clone()))
-                .bind(p.err.map(|e| e.error_msg.clone()))
-                .bind(p.delay);
+            q = bind_attempt(q, job, p);
         }
-        q.execute(&mut **tx).await?;
+        q.fetch_all(&mut **tx).await?;
     }
     Ok(items
         .iter()
@@ -307,6 +363,79 @@ async fn settle_rows(
             }
         })
         .collect())
+}
+
+type Scalars<'q> = sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments>;
+
+/// The jobs' update of a settle of `n`: `now` and the owner, then [`bind_job`]'s columns per job;
+/// returns the ids it moved (those still running, and this instance's).
+fn jobs_sql(b: Backend, n: usize) -> String {
+    let (scalars, rows) = (super::params_on(b, 2, 1), super::value_rows_on(b, n, 11, 3));
+    format!(
+        "WITH p (now, owner) AS (VALUES ({scalars})), \
+           v (id, status, next_run, jid, trace, http_status, error_code, error_msg, result, \
+              checkpoint, finished) AS (VALUES {rows}) \
+         UPDATE jobs SET status = v.status, next_run_at = COALESCE(v.next_run, jobs.next_run_at), \
+           jid = COALESCE(v.jid, jobs.jid), trace_id = COALESCE(v.trace, jobs.trace_id), \
+           http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
+           result = COALESCE(v.result, jobs.result), \
+           checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
+           finished_at = COALESCE(v.finished, jobs.finished_at), updated_at = p.now \
+         FROM v, p WHERE jobs.id = v.id AND jobs.status = 'running' AND jobs.owner = p.owner \
+         RETURNING jobs.id"
+    )
+}
+
+fn bind_job<'q>(q: Scalars<'q>, job: &JobRow, p: &Plan<'_>) -> Scalars<'q> {
+    q.bind(job.id)
+        .bind(p.status.to_string())
+        .bind(p.next_run)
+        .bind(p.jid.clone())
+        .bind(p.trace.clone())
+        .bind(p.err.and_then(|e| e.http_status).map(i64::from))
+        .bind(p.err.and_then(|e| e.error_code.clone()))
+        .bind(p.err.map(|e| e.error_msg.clone()))
+        .bind(p.result.clone())
+        .bind(p.checkpoint.clone())
+        .bind(p.finished)
+}
+
+/// The attempts' update of a settle of `n` (`now`, then [`bind_attempt`]'s columns per attempt).
+/// `guarded`: it runs before the jobs' update, so it checks their guard itself (and takes the
+/// owner after `now`).
+fn attempts_sql(b: Backend, n: usize, guarded: bool) -> String {
+    let (scalars, rows) = (
+        super::params_on(b, if guarded { 2 } else { 1 }, 1),
+        super::value_rows_on(b, n, 7, if guarded { 3 } else { 2 }),
+    );
+    let (p, from, guard) = if guarded {
+        (
+            "p (now, owner)",
+            "FROM v, p, jobs j",
+            " AND j.id = v.job_id AND j.status = 'running' AND j.owner = p.owner",
+        )
+    } else {
+        ("p (now)", "FROM v, p", "")
+    };
+    format!(
+        "WITH {p} AS (VALUES ({scalars})), \
+           v (job_id, attempt, outcome, http_status, error_code, error_msg, delay) \
+           AS (VALUES {rows}) \
+         UPDATE attempts SET finished_at = p.now, outcome = v.outcome, \
+           http_status = v.http_status, error_code = v.error_code, error_msg = v.error_msg, \
+           retry_delay_ms = v.delay \
+         {from} WHERE attempts.job_id = v.job_id AND attempts.attempt = v.attempt{guard}"
+    )
+}
+
+fn bind_attempt<'q>(q: Scalars<'q>, job: &JobRow, p: &Plan<'_>) -> Scalars<'q> {
+    q.bind(job.id)
+        .bind(job.attempts)
+        .bind(p.outcome)
+        .bind(p.err.and_then(|e| e.http_status).map(i64::from))
+        .bind(p.err.and_then(|e| e.error_code.clone()))
+        .bind(p.err.map(|e| e.error_msg.clone()))
+        .bind(p.delay)
 }
 
 fn clone_sql(e: &sqlx::Error) -> sqlx::Error {
