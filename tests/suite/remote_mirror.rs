@@ -543,6 +543,107 @@ async fn a_batch_settle_writes_each_outcome_and_refuses_lost_jobs() {
 }
 
 #[tokio::test]
+async fn a_settle_that_fails_part_way_writes_nothing_and_the_store_stays_usable() {
+    let app = spawn_app().await;
+    let ids = [
+        app.submit("remote_mirror", json!({"repository_id": 1}))
+            .await,
+        app.submit("remote_mirror", json!({"repository_id": 2}))
+            .await,
+    ];
+    let claimed = app
+        .store
+        .claim_batch(&[("remote_mirror", 2)])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let done = |j: &codearts_syncd::store::JobRow| {
+        (
+            j.clone(),
+            Transition::Succeeded {
+                jid: Some(format!("jid-{}", j.id)),
+                trace_id: None,
+                result: json!({}),
+            },
+        )
+    };
+    let batch: Vec<_> = claimed.iter().map(done).collect();
+    // The attempts' half of the settle fails, as a full disk would fail it.
+    let raw = app.raw_db().await;
+    let (add, drop): (&[&str], &[&str]) = if support::postgres() {
+        (
+            &[
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'database or disk is full (test)'; END $$",
+                "CREATE TRIGGER refuse BEFORE UPDATE ON attempts \
+                 FOR EACH ROW EXECUTE FUNCTION refuse()",
+            ],
+            &["DROP TRIGGER refuse ON attempts", "DROP FUNCTION refuse()"],
+        )
+    } else {
+        (
+            &["CREATE TRIGGER refuse BEFORE UPDATE ON attempts \
+               BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END"],
+            &["DROP TRIGGER refuse"],
+        )
+    };
+    for sql in add {
+        sqlx::query(*sql).execute(&raw).await.unwrap();
+    }
+    let results = app.store.settle_many(&batch).await;
+    for r in &results {
+        let e = r.as_ref().expect_err("the settle failed");
+        assert!(e.to_string().contains("full (test)"), "{e}");
+        assert!(e.is_transient(), "a full disk is passing: {e}");
+    }
+    // Nothing of it was written: both jobs still running, their attempts open.
+    for id in ids {
+        let job = app.job(id).await;
+        assert_eq!(job.status, "running", "{job:?}");
+        assert!(job.jid.is_none(), "{job:?}");
+        let attempts = app.attempts(id).await;
+        assert_eq!(attempts.len(), 1);
+        assert!(attempts[0].finished_at.is_none(), "{attempts:?}");
+    }
+    for sql in drop {
+        sqlx::query(*sql).execute(&raw).await.unwrap();
+    }
+    raw.close().await;
+    // The store takes writes again at once: no connection was left inside the failed
+    // transaction holding the write lock. The same outcomes, retried, are written whole.
+    let again = tokio::time::timeout(Duration::from_secs(3), app.store.settle_many(&batch))
+        .await
+        .expect("a write after the failed settle does not wait for a lock");
+    assert!(again.iter().all(|r| r.is_ok()), "{again:?}");
+    for _ in 0..8 {
+        let id = app
+            .submit("remote_mirror", json!({"repository_id": 3}))
+            .await;
+        let job = app
+            .store
+            .claim_batch(&[("remote_mirror", 1)])
+            .await
+            .unwrap();
+        assert_eq!(job.len(), 1, "job {id} claimable");
+        app.store
+            .settle_many(&[done(&job[0])])
+            .await
+            .pop()
+            .unwrap()
+            .unwrap();
+    }
+    for id in ids {
+        let job = app.job(id).await;
+        assert_eq!(job.status, "succeeded");
+        assert_eq!(job.jid.as_deref(), Some(format!("jid-{id}").as_str()));
+        assert_eq!(
+            app.attempts(id).await[0].outcome.as_deref(),
+            Some("succeeded")
+        );
+    }
+}
+
+#[tokio::test]
 async fn two_claimers_never_take_the_same_job() {
     let app = spawn_app().await;
     for repo in 1..=40 {
