@@ -128,26 +128,20 @@ impl Store {
             return Vec::new();
         }
         let plans: Vec<Plan<'_>> = items.iter().map(|(j, t)| plan(j, t, now)).collect();
-        let attempts: Vec<_> = items
-            .iter()
-            .zip(&plans)
-            .filter(|((job, _), _)| !job.is_poll())
-            .collect();
         let b = Backend::Sqlite;
-        let mut sql = String::from("BEGIN IMMEDIATE; ");
-        if !attempts.is_empty() {
-            sql.push_str(&attempts_sql(b, attempts.len(), true));
-            sql.push_str("; ");
-        }
-        sql.push_str(&jobs_sql(b, items.len()));
-        sql.push_str("; COMMIT");
+        // Every item has an attempt row in the text (a poll's matches no attempt), so the text
+        // depends on the batch's size alone and its prepared form is reused.
+        let sql = format!(
+            "BEGIN IMMEDIATE; {}; {}; COMMIT",
+            attempts_sql(b, items.len(), true),
+            jobs_sql(b, items.len())
+        );
         // Dynamic only in the number of placeholder rows.
-        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-        if !attempts.is_empty() {
-            q = q.bind(now).bind(self.instance());
-            for ((job, _), p) in &attempts {
-                q = bind_attempt(q, job, p);
-            }
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(self.instance());
+        for ((job, _), p) in items.iter().zip(&plans) {
+            q = bind_attempt(q, job, p);
         }
         q = q.bind(now).bind(self.instance());
         for ((job, _), p) in items.iter().zip(&plans) {
@@ -428,9 +422,10 @@ fn attempts_sql(b: Backend, n: usize, guarded: bool) -> String {
     )
 }
 
+/// A poll has no attempt of its own: its attempt number is bound as NULL, which matches none.
 fn bind_attempt<'q>(q: Scalars<'q>, job: &JobRow, p: &Plan<'_>) -> Scalars<'q> {
     q.bind(job.id)
-        .bind(job.attempts)
+        .bind((!job.is_poll()).then_some(job.attempts))
         .bind(p.outcome)
         .bind(p.err.and_then(|e| e.http_status).map(i64::from))
         .bind(p.err.and_then(|e| e.error_code.clone()))
