@@ -361,7 +361,7 @@ pub async fn run(
         }
         delay = (delay * 2).min(acfg.reconnect_max);
     }
-    leader.set(false);
+    leader.resign();
 }
 
 struct SessionEnd {
@@ -461,9 +461,16 @@ impl Session<'_> {
                 Err(BatchError::Broker(e)) => break Err(lost(e)),
             }
         };
+        // The leadership task's channel goes before the connection closes: dropped after it,
+        // lapin reports the closed connection as an error.
         lead.abort();
+        let _ = lead.await;
         self.consuming.set(false);
-        self.leader.set(false);
+        if result.is_ok() {
+            self.leader.resign();
+        } else {
+            self.leader.set(false);
+        }
         if result.is_ok() {
             // Shutdown: stop deliveries first; unacknowledged prefetched ones return to the
             // queue when the channel closes.

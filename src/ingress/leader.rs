@@ -89,6 +89,15 @@ impl Leader {
         }
     }
 
+    /// Gives the leadership up because this instance is shutting down: as [`Leader::set`]
+    /// with `false`, logged as the expected step it is, not as a loss.
+    pub fn resign(&self) {
+        if self.0.leading.swap(false, Ordering::SeqCst) {
+            tracing::info!("cron leadership given up: shutting down");
+            self.0.changed.notify_waiters();
+        }
+    }
+
     /// Records evidence, at `at_ms`, that another instance holds the leadership (the campaign
     /// was refused because it is taken).
     pub fn saw_other(&self, at_ms: i64) {

@@ -6,7 +6,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use codearts_syncd::sim::{Fault, Route};
+use codearts_syncd::sim::{Fault, Route, SimConfig};
 use codearts_syncd::store::ListFilter;
 use support::{spawn_app, TestApp};
 
@@ -300,4 +300,35 @@ async fn sighup_with_a_broken_file_keeps_the_old_schedules_and_the_process() {
     daemon.signal("TERM");
     let exit = daemon.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{}", daemon.log_text());
+}
+
+#[tokio::test]
+async fn a_clean_stop_with_amqp_gives_up_the_cron_leadership_without_a_warning() {
+    let (app, _tag) = support::broker::amqp_app(SimConfig::default(), "").await;
+    let amqp = support::broker::acfg(&app);
+    let mut daemon = app.spawn_run("amqp-stop.log");
+    daemon
+        .wait_log(
+            "this instance is now the cron leader",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    daemon.signal("TERM");
+    let exit = daemon.wait_exit(Duration::from_secs(30)).await;
+    let log = daemon.log_text();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        log.contains("cron leadership given up: shutting down"),
+        "{log}"
+    );
+    // An operator reads a warning or an error at a planned stop as something gone wrong (a
+    // lost leadership, lapin reporting the connection it was closing).
+    for line in log.lines() {
+        assert!(
+            !line.contains(" WARN ") && !line.contains(" ERROR "),
+            "a clean stop logged: {line}\n{log}"
+        );
+    }
+    support::broker::cleanup(&amqp).await;
 }
