@@ -468,10 +468,6 @@ impl Session<'_> {
         self.consuming.set(false);
         if result.is_ok() {
             self.leader.resign();
-        } else {
-            self.leader.set(false);
-        }
-        if result.is_ok() {
             // Shutdown: stop deliveries first; unacknowledged prefetched ones return to the
             // queue when the channel closes.
             let _ = ch.basic_cancel(tag, BasicCancelOptions::default()).await;

@@ -484,7 +484,7 @@ impl Store {
         if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
             tracing::warn!(
                 waited_s = CLOSE_WAIT.as_secs(),
-                in_use = self.pool.size() as u64 - self.pool.num_idle() as u64,
+                in_use = (self.pool.size() as usize).saturating_sub(self.pool.num_idle()),
                 "the store's connections did not all come back; closed without them"
             );
         }

@@ -77,30 +77,15 @@ impl Store {
         }
         let mut tx = match self.write_tx().await {
             Ok(tx) => tx,
-            Err(e) => {
-                return items
-                    .iter()
-                    .map(|_| Err(Error::Sql(clone_sql(&e))))
-                    .collect()
-            }
+            Err(e) => return fail_all(items, &e),
         };
         let results = match settle_rows(&mut tx, self.instance(), items, now).await {
             Ok(r) => r,
-            Err(e) => {
-                // A failed statement: give up on the whole batch.
-                let msg = e.to_string();
-                drop(tx);
-                return items
-                    .iter()
-                    .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
-                    .collect();
-            }
+            // A failed statement: give up on the whole batch.
+            Err(e) => return fail_all(items, &e),
         };
         if let Err(e) = tx.commit().await {
-            return items
-                .iter()
-                .map(|_| Err(Error::Sql(clone_sql(&e))))
-                .collect();
+            return fail_all(items, &e);
         }
         results
     }
@@ -118,12 +103,6 @@ impl Store {
         items: &[(JobRow, Transition)],
         now: i64,
     ) -> Vec<Result<(), Error>> {
-        let fail_all = |msg: String| -> Vec<Result<(), Error>> {
-            items
-                .iter()
-                .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
-                .collect()
-        };
         if items.is_empty() {
             return Vec::new();
         }
@@ -149,7 +128,7 @@ impl Store {
         }
         let conn = match self.pool.acquire().await {
             Ok(c) => c,
-            Err(e) => return fail_all(e.to_string()),
+            Err(e) => return fail_all(items, &e),
         };
         // Dropped before the command ends (the task cancelled), the connection may be inside
         // the transaction: it is closed then, which rolls the transaction back.
@@ -162,19 +141,7 @@ impl Store {
             unreachable!("the guard holds the connection until here")
         };
         match result {
-            Ok(ids) => {
-                let settled: std::collections::HashSet<i64> = ids.into_iter().collect();
-                items
-                    .iter()
-                    .map(|(job, _)| {
-                        if settled.contains(&job.id) {
-                            Ok(())
-                        } else {
-                            Err(Error::LostOwnership(job.id))
-                        }
-                    })
-                    .collect()
-            }
+            Ok(ids) => per_job(items, &ids.into_iter().collect()),
             Err(e) => {
                 // The command stops at the failed statement: the transaction may still be
                 // open (SQLite rolls some failures back itself; then this one fails, harmless).
@@ -183,7 +150,7 @@ impl Store {
                         conn.close_on_drop();
                     }
                 }
-                fail_all(e.to_string())
+                fail_all(items, &e)
             }
         }
     }
@@ -347,7 +314,15 @@ async fn settle_rows(
         }
         q.fetch_all(&mut **tx).await?;
     }
-    Ok(items
+    Ok(per_job(items, &settled))
+}
+
+/// Each job's result once the batch committed: written, or no longer ours.
+fn per_job(
+    items: &[(JobRow, Transition)],
+    settled: &std::collections::HashSet<i64>,
+) -> Vec<Result<(), Error>> {
+    items
         .iter()
         .map(|(job, _)| {
             if settled.contains(&job.id) {
@@ -356,7 +331,17 @@ async fn settle_rows(
                 Err(Error::LostOwnership(job.id))
             }
         })
-        .collect())
+        .collect()
+}
+
+/// The batch's failure, passed on to each of its jobs (the message keeps what
+/// [`Error::is_transient`] reads).
+fn fail_all(items: &[(JobRow, Transition)], e: &dyn std::fmt::Display) -> Vec<Result<(), Error>> {
+    let msg = e.to_string();
+    items
+        .iter()
+        .map(|_| Err(Error::Sql(sqlx::Error::Protocol(msg.clone()))))
+        .collect()
 }
 
 type Scalars<'q> = sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments>;
@@ -431,8 +416,4 @@ fn bind_attempt<'q>(q: Scalars<'q>, job: &JobRow, p: &Plan<'_>) -> Scalars<'q> {
         .bind(p.err.and_then(|e| e.error_code.clone()))
         .bind(p.err.map(|e| e.error_msg.clone()))
         .bind(p.delay)
-}
-
-fn clone_sql(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(e.to_string())
 }
