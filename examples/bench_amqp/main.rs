@@ -10,6 +10,10 @@
 //! (d) with the simulator delaying every answer by 100 ms, jobs/s at concurrency 16, 64, 256
 //!     and 1024 (the per-kind cap raised with it), against the bound the latency sets:
 //!     concurrency ÷ (API calls per job × 100 ms);
+//! (f) the floor (`floor.rs`): the same I/O per job — the delivery and its ack, the three
+//!     durable commits, the two API calls — in straight-line code on the same crates, at (c)'s
+//!     concurrencies, all of it and each part alone: what a job costs before the daemon adds
+//!     anything of its own;
 //!
 //! and the daemon's idle and peak RSS (anonymous and file-backed) and the binary's size. The
 //! daemon runs as its own process (the release binary), so its CPU and RSS are its own.
@@ -19,12 +23,12 @@
 //! ```
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest).
 //!
-//! For profiling: `--phases=c` runs only some of the phases (letters a to d), `--c=64` sets (c)'s
+//! For profiling: `--phases=c` runs only some of the phases (letters a to d and f), `--c=64` sets (c)'s
 //! concurrencies; in (c) and (d), `BENCH_AMQP_WRAP` is a command the daemon is started under
 //! (e.g. `valgrind --tool=callgrind`, which keeps the daemon's pid) and `BENCH_AMQP_ATTACH` a
 //! shell command, `{pid}` replaced by the daemon's, started when the first job is recorded and
 //! sent SIGINT when the last one is (e.g. `perf record -p {pid}`, `strace -c -f -p {pid}`);
-//! `BENCH_AMQP_DAEMON_ENV` (`NAME=value …`) sets variables in the daemon's environment only
+//! (f)'s all-parts runs are attached the same way; `BENCH_AMQP_DAEMON_ENV` (`NAME=value …`) sets variables in the daemon's environment only
 //! (e.g. `RUST_LOG=warn,sqlx::query=debug` to log every statement).
 
 use std::collections::HashMap;
@@ -42,6 +46,8 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sqlx::Row;
+
+mod floor;
 
 async fn connection() -> anyhow::Result<Connection> {
     Ok(Connection::connect(
@@ -346,6 +352,25 @@ async fn publish(
     Ok(published)
 }
 
+/// Starts `cmd` (a shell command, `{pid}` replaced by `pid`) in a process group of its own.
+fn attach_to(cmd: &str, pid: u32) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.replace("{pid}", &pid.to_string()))
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+}
+
+/// Sends SIGINT to what [`attach_to`] started and waits for it.
+fn detach(mut child: std::process::Child) -> std::io::Result<()> {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", child.id())])
+        .status();
+    child.wait().map(|_| ())
+}
+
 /// Polls the store until `n` jobs succeeded with a jid. Returns the CPU the daemon had used
 /// when the first job was recorded and the count then, and its peak RSS seen; `switches`
 /// gets the daemon's context switches when the first job was recorded. `attach` (a
@@ -384,22 +409,12 @@ async fn wait_done(
             first = Some((cpu, done as usize));
             *switches = context_switches(d.pid);
             if let Some(cmd) = attach {
-                use std::os::unix::process::CommandExt;
-                attached = Some(
-                    std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(cmd.replace("{pid}", &d.pid.to_string()))
-                        .process_group(0)
-                        .spawn()?,
-                );
+                attached = Some(attach_to(cmd, d.pid)?);
             }
         }
         if done as usize >= n {
-            if let Some(mut child) = attached.take() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-INT", "--", &format!("-{}", child.id())])
-                    .status();
-                child.wait()?;
+            if let Some(child) = attached.take() {
+                detach(child)?;
             }
             db.close().await;
             let (c, k) = first.unwrap_or((cpu, 0));
@@ -493,12 +508,15 @@ async fn preloaded(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--floor-child") {
+        return floor::child(&args[1..]).await;
+    }
     let flag = |name: &str| {
         args.iter()
             .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
             .map(str::to_string)
     };
-    let phases = flag("--phases").unwrap_or_else(|| "abcd".into());
+    let phases = flag("--phases").unwrap_or_else(|| "abcdf".into());
     let concurrencies: Vec<usize> = match flag("--c") {
         Some(list) => list
             .split(',')
@@ -544,6 +562,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // (c) CPU per job, queue preloaded, at two concurrencies.
+    let mut daemon_cpu = HashMap::new();
     if phases.contains('c') {
         for &c in &concurrencies {
             let r = preloaded(&bin, &sim, &addr, &conn, &sync, c, n).await?;
@@ -551,6 +570,36 @@ async fn main() -> anyhow::Result<()> {
                 "(c) preloaded, concurrency {c:>4}: {:>7.0} jobs/s, daemon CPU {:>5.0} µs/job, {:.1} + {:.1} context switches/job (voluntary + not)",
                 r.jobs_per_s, r.cpu_us_per_job, r.switches_per_job.0, r.switches_per_job.1
             );
+            daemon_cpu.insert(c, r.cpu_us_per_job);
+        }
+    }
+
+    // (f) the floor: the same I/O per job without the daemon, all of it and each part alone.
+    if phases.contains('f') {
+        use floor::Parts;
+        let alone = |amqp, sql, http| Parts { amqp, sql, http };
+        for &c in &concurrencies {
+            for parts in [
+                Parts::ALL,
+                alone(true, false, false),
+                alone(false, true, false),
+                alone(false, false, true),
+            ] {
+                let f = floor::run(&conn, &addr, &sync, c, n, parts).await?;
+                let versus = match daemon_cpu.get(&c) {
+                    Some(d) if parts.amqp && parts.sql && parts.http => {
+                        format!("; the daemon's (c) is {:.1}× this", d / f.cpu_us_per_job)
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "(f) floor, concurrency {c:>4}, {:<13} {:>7.0} jobs/s, CPU {:>5.0} µs/job, {:.1} voluntary context switches/job{versus}",
+                    format!("{}:", parts.label()),
+                    f.jobs_per_s,
+                    f.cpu_us_per_job,
+                    f.switches_per_job
+                );
+            }
         }
     }
 
