@@ -586,12 +586,18 @@ async fn main() -> anyhow::Result<()> {
                 alone(false, false, true),
             ] {
                 let f = floor::run(&conn, &addr, &sync, c, n, parts).await?;
-                let versus = match daemon_cpu.get(&c) {
-                    Some(d) if parts.amqp && parts.sql && parts.http => {
-                        format!("; the daemon's (c) is {:.1}× this", d / f.cpu_us_per_job)
+                let mut versus = String::new();
+                if parts.amqp && parts.sql && parts.http {
+                    if raw.is_finite() {
+                        versus.push_str(&format!("; ÷ (a): {:.2}", f.jobs_per_s / raw));
                     }
-                    _ => String::new(),
-                };
+                    if let Some(d) = daemon_cpu.get(&c) {
+                        versus.push_str(&format!(
+                            "; the daemon's (c) CPU is {:.1}× this",
+                            d / f.cpu_us_per_job
+                        ));
+                    }
+                }
                 println!(
                     "(f) floor, concurrency {c:>4}, {:<13} {:>7.0} jobs/s, CPU {:>5.0} µs/job, {:.1} voluntary context switches/job{versus}",
                     format!("{}:", parts.label()),
