@@ -276,7 +276,18 @@ pub async fn child(args: &[String]) -> anyhow::Result<()> {
         cpu_last.1.saturating_sub(cpu_first.1) as f64 / rest
     );
     if let Some(pool) = pool {
+        // Every job's row was written through to its outcome.
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded' AND jid IS NOT NULL \
+             AND checkpoint IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await?;
         pool.close().await;
+        anyhow::ensure!(
+            recorded as usize == n,
+            "the floor recorded {recorded} of {n} jobs"
+        );
     }
     Ok(())
 }
@@ -441,10 +452,9 @@ async fn job(parts: Parts, id: i64, api: &Api, writer: Option<&Writer>) -> anyho
             .error_for_status()?
             .json()
             .await?;
-        started["result"]["jid"]
+        started["jid"]
             .as_str()
-            .or(started["jid"].as_str())
-            .unwrap_or_default()
+            .ok_or_else(|| anyhow::anyhow!("a start answer without a jid: {started}"))?
             .to_string()
     } else {
         format!("jid-{id}")
