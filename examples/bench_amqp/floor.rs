@@ -345,11 +345,7 @@ async fn ingest(
         }
         return Ok(());
     }
-    let conn = Connection::connect(
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        lapin::ConnectionProperties::default(),
-    )
-    .await?;
+    let conn = super::connection().await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(prefetch as u16, BasicQosOptions::default())
         .await?;

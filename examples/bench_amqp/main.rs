@@ -23,12 +23,13 @@
 //! ```
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest).
 //!
-//! For profiling: `--phases=c` runs only some of the phases (letters a to d and f), `--c=64` sets (c)'s
-//! concurrencies; in (c) and (d), `BENCH_AMQP_WRAP` is a command the daemon is started under
-//! (e.g. `valgrind --tool=callgrind`, which keeps the daemon's pid) and `BENCH_AMQP_ATTACH` a
-//! shell command, `{pid}` replaced by the daemon's, started when the first job is recorded and
-//! sent SIGINT when the last one is (e.g. `perf record -p {pid}`, `strace -c -f -p {pid}`);
-//! (f)'s all-parts runs are attached the same way; `BENCH_AMQP_DAEMON_ENV` (`NAME=value …`) sets variables in the daemon's environment only
+//! For profiling: `--phases=c` runs only some of the phases (letters a to d and f), `--c=64`
+//! sets (c)'s and (f)'s concurrencies; in (c) and (d), `BENCH_AMQP_WRAP` is a command the daemon
+//! is started under (e.g. `valgrind --tool=callgrind`, which keeps the daemon's pid) and
+//! `BENCH_AMQP_ATTACH` a shell command, `{pid}` replaced by the daemon's, started when the first
+//! job is recorded and sent SIGINT when the last one is (e.g. `perf record -p {pid}`,
+//! `strace -c -f -p {pid}`); (f)'s all-parts runs are attached the same way.
+//! `BENCH_AMQP_DAEMON_ENV` (`NAME=value …`) sets variables in the daemon's environment only
 //! (e.g. `RUST_LOG=warn,sqlx::query=debug` to log every statement).
 
 use std::collections::HashMap;
