@@ -68,10 +68,13 @@ impl Error {
     }
 
     /// True when the service may have acted on the request although no answer says so: a
-    /// transport failure after the request could have been sent, or a success status whose
-    /// body could not be read.
+    /// transport failure after the request could have been sent, a success status whose body
+    /// could not be read, or a 500, 502 or 504 (a server error part way through, or a gateway
+    /// whose backend did not answer in time, may come after the service acted). 503 and 429
+    /// are refusals before any work.
     pub fn outcome_unknown(&self) -> bool {
         match self {
+            Error::Api { status, .. } => matches!(status, 500 | 502 | 504),
             Error::Transport { maybe_sent, .. } => *maybe_sent,
             Error::Decode { status, .. } => *status < 300,
             _ => false,

@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod error;
+pub mod listing;
 pub mod repo;
 pub mod signer;
 pub mod swr;

@@ -10,7 +10,10 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Client, Error, Request, Service};
+use super::{listing, Client, Error, Request, Service};
+
+/// Walks of a repository's tag listing before it is taken for one that never settles.
+pub const TAG_WALKS: u32 = 6;
 
 /// A parsed `Content-Range`: the first record's offset and the total the listing had when the
 /// page was taken.
@@ -143,9 +146,9 @@ impl Client {
         })
     }
 
-    /// Every tag of the repository, in listing order: all pages, and the whole listing walked
-    /// again (at most three walks) when its total changed during a walk, since a tag removed
-    /// meanwhile moves later ones onto pages already read. A tag seen once is kept.
+    /// Every tag of the repository, complete even when tags are pushed or removed meanwhile:
+    /// the listing is walked until two consecutive walks agree (see [`listing`]), at most
+    /// [`TAG_WALKS`] times; a listing that keeps changing is a transient error.
     pub async fn all_image_tags(
         &self,
         namespace: &str,
@@ -154,32 +157,38 @@ impl Client {
         const PAGE: u64 = 100;
         // A listing that grows while it is walked still ends: at most this many pages a walk.
         const MAX_PAGES: u64 = 10_000;
-        const WALKS: usize = 3;
-        let mut seen = std::collections::HashSet::new();
-        let mut tags = Vec::new();
-        for _ in 0..WALKS {
-            let mut totals = std::collections::BTreeSet::new();
+        let walk = || async {
+            let mut walker = listing::Walker::default();
             let mut offset = 0;
             for _ in 0..MAX_PAGES {
                 let page = self
                     .list_image_tags(namespace, repository, offset, PAGE)
                     .await?;
-                totals.extend(page.range.map(|r| r.total));
-                for t in &page.items {
-                    if seen.insert(t.tag.clone()) {
-                        tags.push(t.tag.clone());
-                    }
-                }
-                if page.is_last(offset, PAGE) {
+                let last = page.is_last(offset, PAGE);
+                offset += page.items.len() as u64;
+                walker.page(
+                    page.items.into_iter().map(|t| (t.tag, ())),
+                    page.range.map(|r| r.total),
+                    None,
+                );
+                if last {
                     break;
                 }
-                offset += page.items.len() as u64;
             }
-            if totals.len() <= 1 {
-                break;
-            }
+            Ok::<_, Error>(walker.finish())
+        };
+        match listing::settle("image tags", TAG_WALKS, walk).await? {
+            Some((w, _)) => Ok(w.entries.into_keys().collect()),
+            None => Err(Error::Decode {
+                method: "GET".into(),
+                path: repo_path(namespace, repository, "tags"),
+                status: 200,
+                message: format!(
+                    "the tag listing changed during each of {TAG_WALKS} walks; no two \
+                     consecutive walks agreed (the attempt is retried)"
+                ),
+            }),
         }
-        Ok(tags)
     }
 
     /// `POST /v2/manage/namespaces/{namespace}/repos/{repository}/sync_images`

@@ -122,19 +122,25 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<Params, ParamError> {
             )));
         }
     }
-    if p.follow_timeout.is_some_and(|t| t.is_zero()) {
+    check_follow_timeout(p.follow_timeout)?;
+    Ok(p)
+}
+
+/// Checks a job's `follow_timeout` parameter: above zero, at most [`MAX_FOLLOW_TIMEOUT`].
+pub fn check_follow_timeout(t: Option<Duration>) -> Result<(), ParamError> {
+    if t.is_some_and(|t| t.is_zero()) {
         return Err(ParamError(
             "parameter `follow_timeout`: must be above zero".into(),
         ));
     }
-    if let Some(t) = p.follow_timeout.filter(|t| *t > MAX_FOLLOW_TIMEOUT) {
+    if let Some(t) = t.filter(|t| *t > MAX_FOLLOW_TIMEOUT) {
         return Err(ParamError(format!(
             "parameter `follow_timeout`: {} is above the maximum of {}",
             crate::config::show_duration(t),
             crate::config::show_duration(MAX_FOLLOW_TIMEOUT)
         )));
     }
-    Ok(p)
+    Ok(())
 }
 
 /// Validates parameters at ingress.

@@ -17,14 +17,13 @@
 //! fails (a 5xx past the client's own repeats, a 429) writes nothing, and the engine's retry
 //! starts the snapshot again from the first page.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse_params, Ctx, ParamError, RunError, Step};
 use crate::api;
+use crate::api::listing;
 use crate::api::swr_share::SharedRepo;
 use crate::config::Config;
 use crate::store::swr_shares::{NewShareSnapshot, ShareRow, SharedRepoRow};
@@ -93,90 +92,60 @@ pub fn deadline_time(deadline: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// One walk of the listing: the repositories by (namespace, name), and whether the walk was
-/// consistent in itself.
-struct Walk {
-    repos: BTreeMap<(String, String), SharedRepo>,
-    consistent: bool,
-    trace_id: Option<String>,
-}
+type Walk = listing::Walk<(String, String), SharedRepo>;
 
+/// One walk of the listing: the repositories by (namespace, name).
 async fn walk(ctx: &Ctx, page_size: u64) -> Result<Walk, RunError> {
-    let mut repos = BTreeMap::new();
-    let mut totals = std::collections::BTreeSet::new();
-    let mut listed = 0u64;
+    let mut walker = listing::Walker::default();
     let mut offset = 0u64;
-    let mut trace_id = None;
     let mut pages = 0u32;
     loop {
         let page = ctx.api.list_shared_repos(offset, page_size).await?;
-        trace_id = page.request_id.or(trace_id);
         let n = page.repos.len() as u64;
-        if let Some(r) = page.range {
-            totals.insert(r.total);
-        }
-        listed += n;
-        for r in page.repos {
-            repos.insert((r.namespace.clone(), r.name.clone()), r);
-        }
         offset += n;
         let total_reached = page.range.is_some_and(|r| offset >= r.total);
+        walker.page(
+            page.repos
+                .into_iter()
+                .map(|r| ((r.namespace.clone(), r.name.clone()), r)),
+            page.range.map(|r| r.total),
+            page.request_id,
+        );
         // More than asked for: the service ignored the paging and sent the whole listing.
         if n == 0 || n != page_size || total_reached {
             break;
         }
         pages += 1;
         if pages >= MAX_PAGES {
-            return Err(RunError::Api(api::Error::Decode {
-                method: "GET".into(),
-                path: api::swr_share::SHARED_REPOS_PATH.into(),
-                status: 200,
-                message: format!(
-                    "the shared listing did not end within {MAX_PAGES} pages of {page_size}"
-                ),
-            }));
+            return Err(listing_error(format!(
+                "the shared listing did not end within {MAX_PAGES} pages of {page_size}"
+            )));
         }
     }
-    // One total on every page, every entry seen once, and as many as the total said.
-    let consistent = totals.len() <= 1
-        && listed == repos.len() as u64
-        && totals.iter().all(|t| *t == repos.len() as u64);
-    Ok(Walk {
-        repos,
-        consistent,
-        trace_id,
+    Ok(walker.finish())
+}
+
+/// A listing that cannot be read whole: transient, so the attempt is retried.
+fn listing_error(message: String) -> RunError {
+    RunError::Api(api::Error::Decode {
+        method: "GET".into(),
+        path: api::swr_share::SHARED_REPOS_PATH.into(),
+        status: 200,
+        message,
     })
 }
 
 /// Walks the listing until two consecutive consistent walks agree; returns the last and the
 /// number of walks taken.
 async fn settled_listing(ctx: &Ctx, page_size: u64) -> Result<(Walk, u32), RunError> {
-    let mut previous: Option<Walk> = None;
-    for n in 1..=MAX_WALKS {
-        let w = walk(ctx, page_size).await?;
-        if let Some(p) = &previous {
-            let same = p.repos.keys().eq(w.repos.keys());
-            if same && p.consistent && w.consistent {
-                return Ok((w, n));
-            }
-            tracing::info!(
-                walk = n,
-                before = p.repos.len(),
-                now = w.repos.len(),
-                "the shared listing changed during the walk; walking it again"
-            );
-        }
-        previous = Some(w);
-    }
-    Err(RunError::Api(api::Error::Decode {
-        method: "GET".into(),
-        path: api::swr_share::SHARED_REPOS_PATH.into(),
-        status: 200,
-        message: format!(
-            "the shared listing changed during each of {MAX_WALKS} walks; no two consecutive \
-             walks agreed (the attempt is retried)"
-        ),
-    }))
+    listing::settle("shared repositories", MAX_WALKS, || walk(ctx, page_size))
+        .await?
+        .ok_or_else(|| {
+            listing_error(format!(
+                "the shared listing changed during each of {MAX_WALKS} walks; no two \
+                 consecutive walks agreed (the attempt is retried)"
+            ))
+        })
 }
 
 /// Reads the listing and every repository's accounts, then writes the snapshot.
@@ -189,7 +158,7 @@ pub async fn run(ctx: &Ctx, job: &JobRow) -> Result<Step, RunError> {
         ..NewShareSnapshot::default()
     };
     let mut vanished = Vec::new();
-    for ((namespace, repository), r) in &listing.repos {
+    for ((namespace, repository), r) in &listing.entries {
         let domains = match ctx.api.list_repo_domains(namespace, repository).await {
             Ok(d) => d,
             Err(api::Error::Api { status: 404, .. }) => {

@@ -49,6 +49,14 @@ pub(crate) async fn apply(
             StatusCode::INTERNAL_SERVER_ERROR
         })
     });
+    let acted = fault.status_after && status.is_some() && !fault.malformed;
+    let (req, next) = if acted {
+        // The service acts; the gateway in front of it answers with the error.
+        let _ = next.run(req).await;
+        (None, None)
+    } else {
+        (Some(req), Some(next))
+    };
     let mut resp = if fault.malformed {
         malformed(state, route, status)
     } else if let (Some(status), true) = (status, route.is_artifact()) {
@@ -67,8 +75,10 @@ pub(crate) async fn apply(
             fault.error_code.as_deref().unwrap_or(&default_code),
             fault.error_msg.as_deref().unwrap_or(&default_msg),
         )
-    } else {
+    } else if let (Some(req), Some(next)) = (req, next) {
         next.run(req).await
+    } else {
+        unreachable!("a fault that acted answers with its status")
     };
     if let Some(secs) = fault.retry_after {
         resp.headers_mut()

@@ -220,7 +220,8 @@ impl Route {
 
 /// A fault applied to matching requests before any other check (so a fault
 /// also hits unauthenticated requests). Order: `delay_ms` first, then
-/// `delay_after_ms`, else `reset_after`, else `reset`, else `malformed`, else `status`; `retry_after` adds a header to
+/// `delay_after_ms`, else `reset_after`, else `reset`, else `malformed`, else `status` (after the
+/// real handling with `status_after`); `retry_after` adds a header to
 /// whatever is answered. A fault with only `delay_ms` serves the real
 /// response late.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -250,6 +251,9 @@ pub struct Fault {
     /// Handle the request for real, then close the connection without the response (the
     /// service acted, the client never hears of it).
     pub reset_after: bool,
+    /// Handle the request for real, then answer with `status` instead of its response (a
+    /// gateway's 502 or 504 after the service behind it acted).
+    pub status_after: bool,
     /// Answer with a truncated, invalid JSON body: with `status` if given,
     /// else the route's success status (200; 201 for the IAM token route).
     pub malformed: bool,

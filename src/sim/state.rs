@@ -340,7 +340,8 @@ impl SimState {
         };
     }
 
-    /// Makes a repository's syncs (started from now on) never finish, or finish again.
+    /// Makes a repository's syncs (started from now on) never finish; or lets them finish again,
+    /// those already hanging too (a slow sync that ends after all).
     pub(crate) fn set_swr_hang(&self, namespace: &str, repository: &str, hang: bool) {
         let key = (namespace.to_string(), repository.to_string());
         let mut inner = self.lock();
@@ -348,6 +349,11 @@ impl SimState {
             inner.swr.hanging.insert(key);
         } else {
             inner.swr.hanging.remove(&key);
+            for j in inner.swr.jobs.iter_mut() {
+                if j.namespace == namespace && j.repository == repository {
+                    j.hangs = false;
+                }
+            }
         }
     }
 

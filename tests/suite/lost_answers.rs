@@ -156,3 +156,58 @@ async fn a_start_cut_off_by_a_crash_or_a_shutdown_is_not_sent_again() {
         app.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_on_the_start_is_looked_into_before_a_second_start() {
+    let mut app = spawn_app_with(sim(), "").await;
+    // Repositories 1 and 2: the gateway answers 504 after the service started the sync; 3 and
+    // 4: 502 after it did; 5 and 6: a 500 before anything was started.
+    for repo in 1..=6u32 {
+        app.sim.inject(Fault {
+            route: Route::MirrorStart,
+            repository_id: Some(repo),
+            status: Some(match repo {
+                1 | 2 => 504,
+                3 | 4 => 502,
+                _ => 500,
+            }),
+            status_after: repo <= 4,
+            times: 1,
+            ..Fault::default()
+        });
+    }
+    let mut ids = Vec::new();
+    for repo in 1..=6u32 {
+        ids.push((
+            repo,
+            app.submit("remote_mirror", json!({"repository_id": repo}))
+                .await,
+        ));
+    }
+    app.start();
+    for (repo, id) in &ids {
+        let job = app.wait_final(*id, Duration::from_secs(60)).await;
+        assert_eq!(job.status, "succeeded", "repository {repo}: {job:?}");
+        assert_eq!(job.attempts, 2, "repository {repo}: {job:?}");
+        assert_eq!(
+            app.sim.mirror_starts(*repo),
+            1,
+            "repository {repo}: a sync the service started is followed, not started again; \
+             a start the service refused is sent again"
+        );
+        let result = job.result.clone().expect("a result");
+        assert_eq!(result["sync"], "succeeded", "repository {repo}: {result}");
+        if *repo <= 4 {
+            assert_eq!(
+                result["start_answer"], "lost",
+                "repository {repo}: {result}"
+            );
+        } else {
+            assert!(
+                job.jid.is_some(),
+                "repository {repo}: the second start's jid"
+            );
+        }
+    }
+    app.stop().await;
+}

@@ -35,6 +35,7 @@ mod store_copy;
 mod store_unusable;
 mod swr_api_table;
 mod swr_image_sync;
+mod swr_image_sync_replay;
 mod swr_share_api_table;
 mod swr_share_audit;
 mod systemd;

@@ -6,8 +6,9 @@
 //!   tag's next syncs end with `status` (`failed`, `timeout`, `cancel`, `success`, `existed`;
 //!   `running`: they never end)
 //! - `PUT /__sim/swr/hang`: `{"namespace", "repository", "hang": bool}`: its syncs never finish
+//!   (`false`: they finish again, those already running too)
 //! - `POST /__sim/swr/shift`: a [`TagShift`](super::TagShift), `{"namespace", "repository",
-//!   "after_pages": n, "remove": [..], "add_front": [..]}`: the tags change once the listing
+//!   "after_pages": n, "remove": [..], "add_front": [..], "add_back": [..]}`: the tags change once the listing
 //!   has served n pages
 //! - `GET /__sim/swr/requests`: what the SWR routes received, as [`SwrRequest`](super::SwrRequest)s
 

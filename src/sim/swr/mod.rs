@@ -177,6 +177,9 @@ pub struct TagShift {
     /// Tags added at the front of the listing.
     #[serde(default)]
     pub add_front: Vec<String>,
+    /// Tags added at the end of the listing.
+    #[serde(default)]
+    pub add_back: Vec<String>,
 }
 
 impl Default for SwrState {
@@ -252,6 +255,11 @@ impl SwrState {
             for t in s.add_front.iter().rev() {
                 if !tags.contains(t) {
                     tags.insert(0, t.clone());
+                }
+            }
+            for t in &s.add_back {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
                 }
             }
         }

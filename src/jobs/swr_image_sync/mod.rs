@@ -5,11 +5,13 @@
 //! the sync job ids are the job's jid (comma-separated).
 //!
 //! `tags` is a list, or one glob matched against the repository's tags (all pages of
-//! `list_repository_tags`). A replay (`jobs retry`) of a job sends only the tags its predecessor
-//! did not finish (`success`/`existed` are carried over, and say so).
+//! `list_repository_tags`, walked until it settles). A replay (`jobs retry`) of a job sends only
+//! the tags its predecessor did not finish or start: `success`/`existed` are carried over, and a
+//! sync job still unfinished there is followed (see [`replay::carry_over`]).
 //!
 //! Progress is the job's checkpoint: one state per tag. Following is a short claim per poll, so
-//! no worker waits; past `swr.follow_timeout` the unfinished tags are recorded as unknown.
+//! no worker waits; past the follow timeout (the job's `follow_timeout`, else
+//! `swr.follow_timeout`) the unfinished tags are recorded as unknown.
 //!
 //! Sync jobs are found by id: before a start the newest sync job id of the repository is read
 //! (the baseline), and a tag's sync job is the newest one for that tag and target above it. A
@@ -18,6 +20,7 @@
 //! none are sent again.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -28,6 +31,8 @@ use crate::api::swr::{ManualSync, SyncJob};
 use crate::config::Config;
 use crate::now_ms;
 use crate::store::{ErrorInfo, JobRow};
+
+mod replay;
 
 /// Parameters of a `swr_image_sync` job.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +51,10 @@ pub struct Params {
     /// Overwrite a tag that already exists at the target (default false: it is `existed`).
     #[serde(default, rename = "override")]
     pub override_existing: bool,
+    /// How long to follow before recording the unfinished tags as unknown (default from the
+    /// config's `swr.follow_timeout`).
+    #[serde(default, with = "humantime_serde")]
+    pub follow_timeout: Option<Duration>,
 }
 
 /// What `tags` asks for.
@@ -65,6 +74,7 @@ pub fn parse(params: &Value, cfg: &Config) -> Result<(Params, TagSpec), ParamErr
     check_namespace(&p.namespace).map_err(|e| bad("namespace", e))?;
     check_repository(&p.repository).map_err(|e| bad("repository", e))?;
     check_namespace(&p.remote_namespace).map_err(|e| bad("remote_namespace", e))?;
+    super::remote_mirror::check_follow_timeout(p.follow_timeout)?;
     if !cfg.swr.sync_regions.contains(&p.remote_region_id) {
         return Err(bad(
             "remote_region_id",
@@ -158,6 +168,9 @@ struct TagState {
     /// Finished by the job this one replays (`success`/`existed` there): not sent again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     carried_from: Option<i64>,
+    /// Started by the job this one replays and unfinished there: its sync job is followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    followed_from: Option<i64>,
 }
 
 impl TagState {
@@ -294,34 +307,22 @@ async fn init(
         cp.tags.insert(t, TagState::default());
     }
     if let Some(prev_id) = job.retry_of {
-        if let Some(prev) = ctx.store.get(prev_id).await? {
-            // Its result, or (a job ended by an API error has none) its checkpoint: both hold
-            // each tag's SWR status and sync job id.
-            let tags_of = |v: &Option<Value>| {
-                v.as_ref()
-                    .and_then(|v| v.get("tags"))
-                    .and_then(Value::as_object)
-                    .cloned()
-            };
-            let before = tags_of(&prev.result)
-                .or_else(|| tags_of(&prev.checkpoint))
-                .unwrap_or_default();
-            for (tag, state) in cp.tags.iter_mut() {
-                let Some(b) = before.get(tag) else { continue };
-                let status = b.get("status").and_then(Value::as_str);
-                if status.is_some_and(|s| DONE.contains(&s)) {
-                    state.status = status.map(str::to_string);
-                    state.sync_job_id = b.get("sync_job_id").and_then(Value::as_i64);
-                    let from = b.get("carried_from").and_then(Value::as_i64);
-                    state.carried_from = Some(from.unwrap_or(prev_id));
-                }
-            }
+        replay::carry_over(ctx, prev_id, &mut cp).await?;
+        if cp.starting.is_some() || cp.tags.values().any(|t| t.followed_from.is_some()) {
+            let now = now_ms();
+            cp.started_at = now;
+            cp.deadline = now + follow_timeout(ctx, p).as_millis() as i64;
         }
     }
     Ok(Ok(cp))
 }
 
-/// Every tag of the repository (all pages) and, in listing order, those `matcher` takes.
+/// The follow timeout of this job: its own parameter, or the config's.
+fn follow_timeout(ctx: &Ctx, p: &Params) -> Duration {
+    p.follow_timeout.unwrap_or(ctx.config.swr.follow_timeout)
+}
+
+/// Every tag of the repository (all pages, walked until it settles) and those `matcher` takes.
 async fn matching_tags(
     ctx: &Ctx,
     p: &Params,
@@ -352,7 +353,7 @@ async fn start(
     let now = now_ms();
     if cp.started_at == 0 {
         cp.started_at = now;
-        cp.deadline = now + ctx.config.swr.follow_timeout.as_millis() as i64;
+        cp.deadline = now + follow_timeout(ctx, p).as_millis() as i64;
     }
     cp.starting = Some(Starting {
         at: now,
@@ -586,6 +587,9 @@ fn result(p: &Params, cp: &Checkpoint, timed_out: bool) -> Value {
         if let Some(from) = t.carried_from {
             v["carried_from"] = json!(from);
         }
+        if let Some(from) = t.followed_from {
+            v["followed_from"] = json!(from);
+        }
         tags.insert(name.clone(), v);
     }
     let list = |k: &str| json!(by.get(k).cloned().unwrap_or_default());
@@ -601,6 +605,7 @@ fn result(p: &Params, cp: &Checkpoint, timed_out: bool) -> Value {
         "failed": list("failed"),
         "unknown": list("unknown"),
         "carried": cp.tags.iter().filter(|(_, t)| t.carried_from.is_some()).map(|(k, _)| k).collect::<Vec<_>>(),
+        "followed": cp.tags.iter().filter(|(_, t)| t.followed_from.is_some()).map(|(k, _)| k).collect::<Vec<_>>(),
         "sync_job_ids": cp.tags.values().filter(|t| t.carried_from.is_none()).filter_map(|t| t.sync_job_id).collect::<Vec<_>>(),
         "polls": cp.polls,
     });
