@@ -776,3 +776,78 @@ async fn a_restart_while_following_resumes_the_same_sync_jobs() {
         "one start, never repeated by the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_and_the_cli_run_image_syncs() {
+    let extra = format!(
+        "{}\n[[schedules]]\nname = \"dr-copy\"\ncron = \"* * * * * *\"\nkind = \"swr_image_sync\"\n\
+         params = {{ namespace = \"demo-team\", repository = \"tools/builder\", tags = \"1.*\", \
+         remote_region_id = \"cn-north-4\", remote_namespace = \"demo-team\" }}\n",
+        swr_config("20s")
+    );
+    let mut app = spawn_app_with(sim(200), &extra).await;
+    app.start();
+    // The CLI, from the binary, waiting for the outcome.
+    let config = app.config_path();
+    let out = tokio::task::spawn_blocking(move || {
+        support::run_binary(
+            &config,
+            &[
+                "enqueue",
+                "swr_image_sync",
+                "--param",
+                "namespace=demo-team",
+                "--param",
+                "repository=web",
+                "--param",
+                "tags=[\"v1.0.1\", \"v2.0.0\"]",
+                "--param",
+                "remote_region_id=ap-southeast-1",
+                "--param",
+                "remote_namespace=demo-team-dr",
+                "--wait",
+                "--timeout",
+                "30s",
+            ],
+            &[],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("succeeded"), "{stdout}");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let jobs = loop {
+        let jobs: Vec<_> = support::broker::all_jobs(&app.store)
+            .await
+            .into_iter()
+            .filter(|j| j.kind == "swr_image_sync")
+            .collect();
+        let done = |source: &str| {
+            jobs.iter()
+                .any(|j| j.source == source && j.status == "succeeded")
+        };
+        if done("cron") && done("cli") {
+            break jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    app.stop().await;
+    let from_cron = jobs
+        .iter()
+        .find(|j| j.source == "cron" && j.status == "succeeded")
+        .unwrap();
+    let r = from_cron.result.as_ref().unwrap();
+    assert_eq!(strings(&r["succeeded"]), ["1.0", "1.1"], "{r}");
+    assert_eq!(r["remote_region_id"], "cn-north-4");
+    // Every sync the schedule's jobs sent went to the schedule's target.
+    for req in app.sim.swr_requests() {
+        if req.route == Route::SwrSyncStart && req.path.contains("tools%24builder") {
+            assert_eq!(req.body.as_ref().unwrap()["remoteRegionId"], "cn-north-4");
+        }
+    }
+}
