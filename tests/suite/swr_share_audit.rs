@@ -1,8 +1,9 @@
 //! `swr_share_audit` end to end: a snapshot stays complete while shares are added and removed
 //! between the listing's pages; `swr shares` and `swr shares --changes` in table and JSON (an
-//! added share, a removed one, a widened permission, a passed deadline); no snapshot yet; AK/SK;
-//! a 5xx and a 429 in the middle of the work are retried by the engine, the API's error codes
-//! kept on the attempts, and the snapshot in the end is complete.
+//! added share, a removed one, a widened permission, a passed deadline); no snapshot yet; a
+//! repository name with a `/` (its access domains read with the `/` sent as `$`); AK/SK; a 5xx
+//! and a 429 in the middle of the work are retried by the engine, the API's error codes kept on
+//! the attempts, and the snapshot in the end is complete.
 
 use crate::support;
 
@@ -10,9 +11,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use codearts_syncd::api::{Client, Request, Service};
 use codearts_syncd::ingress::Submitted;
 use codearts_syncd::sim::{Fault, Route, ShareChange, ShareOp, SimConfig};
 use codearts_syncd::JobId;
+use reqwest::Method;
 use serde_json::{json, Value};
 use support::broker::{acfg, all_jobs, amqp_toml, cleanup, publish_raw, unique_tag};
 use support::{spawn_app_aksk, spawn_app_with, text, with_server, TestApp};
@@ -255,6 +258,59 @@ async fn changes_report_added_removed_widened_and_passed() {
     let line = table.lines().find(|l| l.contains("partner-q")).unwrap();
     assert!(!line.contains("deadline passed"), "{line}");
     assert!(table.contains("NAMESPACE/REPOSITORY"), "{table}");
+}
+
+#[tokio::test]
+async fn a_repository_name_with_a_slash_is_read_through_its_dollar_path() {
+    let mut app = app().await;
+    // SWR's `ListRepoDomains` page asks for a `/` in a repository name to be sent as `$`; the
+    // simulator finds no repository behind a `%2F` (as on its image-sync routes), so a path
+    // encoded that way would leave these shares out as vanished.
+    for (account, deadline) in [
+        ("partner-x", "forever"),
+        ("partner-z", "2030-01-01T00:00:00Z"),
+    ] {
+        app.sim
+            .change_swr_share(put("team-a", "tools/builder", account, "read", deadline));
+    }
+    app.start();
+    let id = audit(&app, json!({})).await;
+    app.stop().await;
+
+    let result = app.job(id).await.result.unwrap();
+    assert_eq!(result["vanished"], json!([]), "{result}");
+    let stored = stored_shares(&app).await;
+    assert_eq!(stored, sim_shares(&app));
+    let builder: Vec<&str> = stored
+        .iter()
+        .filter(|(ns, repo, ..)| ns == "team-a" && repo == "tools/builder")
+        .map(|(_, _, account, ..)| account.as_str())
+        .collect();
+    assert_eq!(builder, ["partner-x", "partner-z"]);
+    let paths: Vec<String> = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.route == Route::SwrRepoDomains && c.path.contains("tools"))
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v2/manage/namespaces/team-a/repositories/tools%24builder/access-domains"]
+    );
+
+    // The slash itself, encoded, names no repository.
+    let client = Client::from_config(&app.cfg).unwrap();
+    let slash = "/v2/manage/namespaces/team-a/repositories/tools%2Fbuilder/access-domains";
+    match client
+        .call(&Request::new(Service::Swr, Method::GET, slash))
+        .await
+    {
+        Err(codearts_syncd::api::Error::Api {
+            status, error_code, ..
+        }) => assert_eq!((status, error_code.as_str()), (404, "SVCSTG.SWR.4041002")),
+        other => panic!("{slash}: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -548,7 +604,7 @@ async fn the_simulator_control_changes_shares_over_http() {
         "2030-01-01T00:00:00Z"
     );
     // The queued one arrives once the listing has answered a page.
-    let client_api = codearts_syncd::api::Client::from_config(&app.cfg).unwrap();
+    let client_api = Client::from_config(&app.cfg).unwrap();
     let page = client_api.list_shared_repos(0, 10).await.unwrap();
     assert_eq!(page.repos.len(), 3);
     let page = client_api.list_shared_repos(0, 10).await.unwrap();

@@ -62,6 +62,13 @@ pub(crate) const BAD_TOKEN: (&str, &str) = (
 pub(crate) const THROTTLED: (&str, &str) =
     ("APIGW.0308", "The throttling threshold has been reached");
 
+/// A repository's name from its path value (already percent-decoded). SWR's pages ask for a
+/// `/` in a repository name to be sent as `$`, so a `$` stands for `/`; a raw (or
+/// `%2F`-encoded) slash names nothing (`None`, which the routes answer with [`NO_REPOSITORY`]).
+pub(crate) fn repository_name(path_value: &str) -> Option<String> {
+    (!path_value.contains('/')).then(|| path_value.replace('$', "/"))
+}
+
 /// One request an SWR handler received.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwrRequest {

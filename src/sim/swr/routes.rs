@@ -13,7 +13,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::{
-    SwrRequest, Target, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY, NO_TAG, SYNC_REGIONS,
+    repository_name, SwrRequest, Target, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY,
+    NO_TAG, SYNC_REGIONS,
 };
 use crate::sim::state::{AuthKind, SimState};
 use crate::sim::{error_response, AkSkVerified, Route};
@@ -67,11 +68,9 @@ fn enter(
     if !inner.swr.has_namespace(namespace) {
         return Err(reply(NO_NAMESPACE, StatusCode::NOT_FOUND));
     }
-    // The page asks for `/` to be sent as `$`; a raw (or %2F-encoded) slash names nothing.
-    if repository.contains('/') {
+    let Some(name) = repository_name(repository) else {
         return Err(reply(NO_REPOSITORY, StatusCode::NOT_FOUND));
-    }
-    let name = repository.replace('$', "/");
+    };
     if !inner
         .swr
         .repos
