@@ -1,9 +1,9 @@
 //! `swr_share_audit` end to end: a snapshot stays complete while shares are added and removed
 //! between the listing's pages; `swr shares` and `swr shares --changes` in table and JSON (an
-//! added share, a removed one, a widened permission, a passed deadline); no snapshot yet; a
-//! repository name with a `/` (its access domains read with the `/` sent as `$`); AK/SK; a 5xx
-//! and a 429 in the middle of the work are retried by the engine, the API's error codes kept on
-//! the attempts, and the snapshot in the end is complete.
+//! added share, a removed one, a widened permission, a deadline moved to a later date, a passed
+//! deadline); no snapshot yet; a repository name with a `/` (its access domains read with the `/`
+//! sent as `$`); AK/SK; a 5xx and a 429 in the middle of the work are retried by the engine, the
+//! API's error codes kept on the attempts, and the snapshot in the end is complete.
 
 use crate::support;
 
@@ -159,7 +159,7 @@ async fn snapshot_is_complete_when_shares_are_added_and_removed_between_pages() 
 }
 
 #[tokio::test]
-async fn changes_report_added_removed_widened_and_passed() {
+async fn changes_report_added_removed_widened_extended_and_passed() {
     let mut app = app().await;
     // A share whose deadline falls between the two snapshots.
     let deadline = Utc::now() + TimeDelta::seconds(6);
@@ -190,6 +190,30 @@ async fn changes_report_added_removed_widened_and_passed() {
         .change_swr_share(remove("team-a", "web", "partner-x"));
     app.sim
         .change_swr_share(put("team-a", "api-server", "partner-x", "write", "forever"));
+    // A deadline moved from one date to a later one, through the simulator's HTTP control.
+    let seeded = sim_shares(&app)
+        .into_iter()
+        .find(|(_, repo, account, ..)| repo == "api-server" && account == "partner-y")
+        .map(|(.., deadline)| deadline)
+        .unwrap();
+    let later = (Utc::now() + TimeDelta::days(200))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert!(
+        seeded.as_str() < later.as_str(),
+        "precondition: {seeded} is a date before {later}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/__sim/swr/shares", app.url))
+        .body(
+            json!({"op": "put", "namespace": "team-a", "repository": "api-server",
+                   "access_domain": "partner-y", "permit": "read", "deadline": later})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     while Utc::now() <= deadline + TimeDelta::milliseconds(200) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -220,7 +244,10 @@ async fn changes_report_added_removed_widened_and_passed() {
     assert_eq!(widened["after"]["permit"], "write");
     let passed = find("deadline_passed", "batch-worker", "short-term");
     assert_eq!(passed["after"]["deadline"], deadline_text.as_str());
-    assert_eq!(changes.len(), 4, "nothing else changed: {v:#}");
+    let extended = find("deadline_extended", "api-server", "partner-y");
+    assert_eq!(extended["before"]["deadline"], seeded.as_str());
+    assert_eq!(extended["after"]["deadline"], later.as_str());
+    assert_eq!(changes.len(), 5, "nothing else changed: {v:#}");
     assert!(v["previous"]["id"].as_i64() < v["latest"]["id"].as_i64());
 
     // The same as a table.
@@ -236,6 +263,18 @@ async fn changes_report_added_removed_widened_and_passed() {
         "write until forever",
     ] {
         assert!(table.contains(needle), "{needle:?} in:\n{table}");
+    }
+    let line = table
+        .lines()
+        .find(|l| l.contains("deadline_extended"))
+        .unwrap_or_else(|| panic!("{table}"));
+    for needle in [
+        "team-a/api-server".to_string(),
+        "partner-y".to_string(),
+        format!("read until {seeded}"),
+        format!("read until {later}"),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} in {line}");
     }
 
     // The latest snapshot: every share, the passed ones flagged.
