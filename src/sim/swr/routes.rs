@@ -97,17 +97,19 @@ fn number(q: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Res
     }
 }
 
-/// A bare JSON array with `Content-Range: offset-count/total`.
-fn page(items: Vec<Value>, offset: u64, total: usize) -> Response {
-    let range = format!("{offset}-{}/{total}", items.len());
+/// A bare JSON array, with `Content-Range: offset-count/total` when `range` (the offset and
+/// the total) is given.
+fn page(items: Vec<Value>, range: Option<(u64, usize)>) -> Response {
+    let header = range.map(|(offset, total)| format!("{offset}-{}/{total}", items.len()));
     let mut resp = (StatusCode::OK, Json(Value::Array(items))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&range) {
+    if let Some(Ok(v)) = header.as_deref().map(HeaderValue::from_str) {
         resp.headers_mut().insert("content-range", v);
     }
     resp
 }
 
-/// `GET …/tags` (`list_repository_tags`): `limit` (default 100, at most 1000) and `offset`.
+/// `GET …/tags` (`list_repository_tags`): `limit` (default 100, at most 1000) and `offset`;
+/// the answer carries `Content-Range` only when both were sent, as SWR's page says.
 pub(crate) async fn list_tags(
     State(state): State<Arc<SimState>>,
     Path((namespace, repository)): Path<(String, String)>,
@@ -179,7 +181,8 @@ pub(crate) async fn list_tags(
             })
         })
         .collect();
-    page(items, offset, tags.len())
+    let ranged = q.contains_key("limit") && q.contains_key("offset");
+    page(items, ranged.then_some((offset, tags.len())))
 }
 
 /// `POST …/sync_images` (`create_manual_image_sync_repo`): body `{imageTag, override,
@@ -335,5 +338,5 @@ pub(crate) async fn sync_job(
         .take(limit as usize)
         .map(|j| j.to_json(now, state.cfg.sync_duration, &state.cfg.domain_id))
         .collect();
-    page(items, offset, jobs.len())
+    page(items, Some((offset, jobs.len())))
 }
