@@ -44,21 +44,28 @@ impl ContentRange {
 }
 
 /// What a path parameter keeps unencoded: the SDK encodes every path value with nothing safe
-/// (Python's `quote(v, safe='')`), so `/` in a repository name goes out as `%2F`.
+/// (Python's `quote(v, safe='')`), so a raw `/` would go out as `%2F`; a repository name's is
+/// written `$` before that (see [`repository_path_value`]).
 const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
-/// `/v2/manage/namespaces/{namespace}/repos/{repository}/{tail}`, the values encoded. SWR's API
+/// A repository name as a path value, for every SWR path that names a repository. SWR's API
 /// reference asks for a `/` in a repository name to be written `$` in the path ("Replace a
 /// slash (/) with a dollar sign ($) before you send the request"), which then goes out as `%24`.
+pub fn repository_path_value(repository: &str) -> String {
+    utf8_percent_encode(&repository.replace('/', "$"), PATH_VALUE).to_string()
+}
+
+/// `/v2/manage/namespaces/{namespace}/repos/{repository}/{tail}`, the values encoded (the
+/// repository's by [`repository_path_value`]).
 pub fn repo_path(namespace: &str, repository: &str, tail: &str) -> String {
     format!(
         "/v2/manage/namespaces/{}/repos/{}/{tail}",
         utf8_percent_encode(namespace, PATH_VALUE),
-        utf8_percent_encode(&repository.replace('/', "$"), PATH_VALUE)
+        repository_path_value(repository)
     )
 }
 

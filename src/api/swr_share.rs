@@ -7,14 +7,15 @@
 //! - `list_repo_domains`: `GET /v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains`,
 //!   a bare array of `ShowRepoDomainsResponse` (`access_domain`, `permit`, `deadline`, …).
 //!
-//! Path parameters are percent-encoded with nothing kept, as the SDK does (a `/` in a
-//! repository name becomes `%2F`).
+//! Path parameters are percent-encoded with nothing kept, as the SDK does; a `/` in a
+//! repository name is first written `$` (so `%24`), as the `ListRepoDomains` page asks and as
+//! every other SWR path naming a repository does ([`super::swr::repository_path_value`]).
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::signer::encode_component;
-use super::swr::ContentRange;
+use super::swr::{repository_path_value, ContentRange};
 use super::{Client, Error, Request, Service};
 
 /// `GET /v2/manage/shared-repositories`.
@@ -72,12 +73,13 @@ pub struct AccessDomain {
     pub status: Option<bool>,
 }
 
-/// The access-domains path of a repository, each parameter encoded as the SDK does.
+/// The access-domains path of a repository: the namespace encoded as the SDK does, the
+/// repository with its `/` written `$`.
 pub fn access_domains_path(namespace: &str, repository: &str) -> String {
     format!(
         "/v2/manage/namespaces/{}/repositories/{}/access-domains",
         encode_component(namespace),
-        encode_component(repository)
+        repository_path_value(repository)
     )
 }
 
@@ -117,10 +119,14 @@ impl Client {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn path_parameters_are_encoded_with_nothing_kept() {
+    fn a_slash_in_a_repository_name_goes_out_as_a_dollar() {
         assert_eq!(
             super::access_domains_path("team-a", "group/app"),
-            "/v2/manage/namespaces/team-a/repositories/group%2Fapp/access-domains"
+            "/v2/manage/namespaces/team-a/repositories/group%24app/access-domains"
+        );
+        assert_eq!(
+            super::access_domains_path("team a", "web"),
+            "/v2/manage/namespaces/team%20a/repositories/web/access-domains"
         );
     }
 }

@@ -39,7 +39,8 @@ impl Config {
 }
 
 /// Region defaults, from the SDK region files: Artifact and Repo hosts are not uniform; SWR's
-/// is `swr-api.{region}` everywhere.
+/// is `swr-api.{region}` everywhere, under the same domain as IAM's (`myhuaweicloud.eu` for
+/// `eu-west-101`, `myhuaweicloud.com` elsewhere).
 pub fn default_endpoints(region: &str) -> Endpoints {
     let artifact_host = match region {
         "ap-southeast-3" | "cn-south-1" | "me-east-1" | "af-south-1" | "af-north-1" => "artifact",
@@ -50,15 +51,15 @@ pub fn default_endpoints(region: &str) -> Endpoints {
         r if r == "me-east-1" || r.starts_with("af-") => "repo",
         _ => "codehub-ext",
     };
-    let iam_suffix = if region == "eu-west-101" {
+    let iam_swr_suffix = if region == "eu-west-101" {
         "myhuaweicloud.eu"
     } else {
         "myhuaweicloud.com"
     };
     Endpoints {
-        iam: format!("https://iam.{region}.{iam_suffix}"),
+        iam: format!("https://iam.{region}.{iam_swr_suffix}"),
         repo: format!("https://{repo_host}.{region}.myhuaweicloud.com"),
         artifact: format!("https://{artifact_host}.{region}.myhuaweicloud.com"),
-        swr: format!("https://swr-api.{region}.myhuaweicloud.com"),
+        swr: format!("https://swr-api.{region}.{iam_swr_suffix}"),
     }
 }

@@ -260,6 +260,10 @@ fn region_defaults_follow_the_sdk_region_files() {
         default_endpoints("cn-south-1").swr,
         "https://swr-api.cn-south-1.myhuaweicloud.com"
     );
+    assert_eq!(
+        default_endpoints("eu-west-101").swr,
+        "https://swr-api.eu-west-101.myhuaweicloud.eu"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `swr_share_audit` end to end: a snapshot stays complete while shares are added and removed
 //! between the listing's pages; `swr shares` and `swr shares --changes` in table and JSON (an
-//! added share, a removed one, a widened permission, a passed deadline); no snapshot yet; AK/SK;
-//! a 5xx and a 429 in the middle of the work are retried by the engine, the API's error codes
-//! kept on the attempts, and the snapshot in the end is complete.
+//! added share, a removed one, a widened permission, a deadline moved to a later date, a passed
+//! deadline); no snapshot yet; a repository name with a `/` (its access domains read with the `/`
+//! sent as `$`); AK/SK; a 5xx and a 429 in the middle of the work are retried by the engine, the
+//! API's error codes kept on the attempts, and the snapshot in the end is complete.
 
 use crate::support;
 
@@ -10,9 +11,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use codearts_syncd::api::{Client, Request, Service};
 use codearts_syncd::ingress::Submitted;
 use codearts_syncd::sim::{Fault, Route, ShareChange, ShareOp, SimConfig};
 use codearts_syncd::JobId;
+use reqwest::Method;
 use serde_json::{json, Value};
 use support::broker::{acfg, all_jobs, amqp_toml, cleanup, publish_raw, unique_tag};
 use support::{spawn_app_aksk, spawn_app_with, text, with_server, TestApp};
@@ -156,7 +159,7 @@ async fn snapshot_is_complete_when_shares_are_added_and_removed_between_pages() 
 }
 
 #[tokio::test]
-async fn changes_report_added_removed_widened_and_passed() {
+async fn changes_report_added_removed_widened_extended_and_passed() {
     let mut app = app().await;
     // A share whose deadline falls between the two snapshots.
     let deadline = Utc::now() + TimeDelta::seconds(6);
@@ -187,6 +190,30 @@ async fn changes_report_added_removed_widened_and_passed() {
         .change_swr_share(remove("team-a", "web", "partner-x"));
     app.sim
         .change_swr_share(put("team-a", "api-server", "partner-x", "write", "forever"));
+    // A deadline moved from one date to a later one, through the simulator's HTTP control.
+    let seeded = sim_shares(&app)
+        .into_iter()
+        .find(|(_, repo, account, ..)| repo == "api-server" && account == "partner-y")
+        .map(|(.., deadline)| deadline)
+        .unwrap();
+    let later = (Utc::now() + TimeDelta::days(200))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert!(
+        seeded.as_str() < later.as_str(),
+        "precondition: {seeded} is a date before {later}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/__sim/swr/shares", app.url))
+        .body(
+            json!({"op": "put", "namespace": "team-a", "repository": "api-server",
+                   "access_domain": "partner-y", "permit": "read", "deadline": later})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     while Utc::now() <= deadline + TimeDelta::milliseconds(200) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -217,7 +244,10 @@ async fn changes_report_added_removed_widened_and_passed() {
     assert_eq!(widened["after"]["permit"], "write");
     let passed = find("deadline_passed", "batch-worker", "short-term");
     assert_eq!(passed["after"]["deadline"], deadline_text.as_str());
-    assert_eq!(changes.len(), 4, "nothing else changed: {v:#}");
+    let extended = find("deadline_extended", "api-server", "partner-y");
+    assert_eq!(extended["before"]["deadline"], seeded.as_str());
+    assert_eq!(extended["after"]["deadline"], later.as_str());
+    assert_eq!(changes.len(), 5, "nothing else changed: {v:#}");
     assert!(v["previous"]["id"].as_i64() < v["latest"]["id"].as_i64());
 
     // The same as a table.
@@ -233,6 +263,18 @@ async fn changes_report_added_removed_widened_and_passed() {
         "write until forever",
     ] {
         assert!(table.contains(needle), "{needle:?} in:\n{table}");
+    }
+    let line = table
+        .lines()
+        .find(|l| l.contains("deadline_extended"))
+        .unwrap_or_else(|| panic!("{table}"));
+    for needle in [
+        "team-a/api-server".to_string(),
+        "partner-y".to_string(),
+        format!("read until {seeded}"),
+        format!("read until {later}"),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} in {line}");
     }
 
     // The latest snapshot: every share, the passed ones flagged.
@@ -255,6 +297,59 @@ async fn changes_report_added_removed_widened_and_passed() {
     let line = table.lines().find(|l| l.contains("partner-q")).unwrap();
     assert!(!line.contains("deadline passed"), "{line}");
     assert!(table.contains("NAMESPACE/REPOSITORY"), "{table}");
+}
+
+#[tokio::test]
+async fn a_repository_name_with_a_slash_is_read_through_its_dollar_path() {
+    let mut app = app().await;
+    // SWR's `ListRepoDomains` page asks for a `/` in a repository name to be sent as `$`; the
+    // simulator finds no repository behind a `%2F` (as on its image-sync routes), so a path
+    // encoded that way would leave these shares out as vanished.
+    for (account, deadline) in [
+        ("partner-x", "forever"),
+        ("partner-z", "2030-01-01T00:00:00Z"),
+    ] {
+        app.sim
+            .change_swr_share(put("team-a", "tools/builder", account, "read", deadline));
+    }
+    app.start();
+    let id = audit(&app, json!({})).await;
+    app.stop().await;
+
+    let result = app.job(id).await.result.unwrap();
+    assert_eq!(result["vanished"], json!([]), "{result}");
+    let stored = stored_shares(&app).await;
+    assert_eq!(stored, sim_shares(&app));
+    let builder: Vec<&str> = stored
+        .iter()
+        .filter(|(ns, repo, ..)| ns == "team-a" && repo == "tools/builder")
+        .map(|(_, _, account, ..)| account.as_str())
+        .collect();
+    assert_eq!(builder, ["partner-x", "partner-z"]);
+    let paths: Vec<String> = app
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.route == Route::SwrRepoDomains && c.path.contains("tools"))
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v2/manage/namespaces/team-a/repositories/tools%24builder/access-domains"]
+    );
+
+    // The slash itself, encoded, names no repository.
+    let client = Client::from_config(&app.cfg).unwrap();
+    let slash = "/v2/manage/namespaces/team-a/repositories/tools%2Fbuilder/access-domains";
+    match client
+        .call(&Request::new(Service::Swr, Method::GET, slash))
+        .await
+    {
+        Err(codearts_syncd::api::Error::Api {
+            status, error_code, ..
+        }) => assert_eq!((status, error_code.as_str()), (404, "SVCSTG.SWR.4041002")),
+        other => panic!("{slash}: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -548,7 +643,7 @@ async fn the_simulator_control_changes_shares_over_http() {
         "2030-01-01T00:00:00Z"
     );
     // The queued one arrives once the listing has answered a page.
-    let client_api = codearts_syncd::api::Client::from_config(&app.cfg).unwrap();
+    let client_api = Client::from_config(&app.cfg).unwrap();
     let page = client_api.list_shared_repos(0, 10).await.unwrap();
     assert_eq!(page.repos.len(), 3);
     let page = client_api.list_shared_repos(0, 10).await.unwrap();

@@ -3,14 +3,16 @@
 //! (`show_sync_job`), all under `/v2/manage/namespaces/{namespace}/repos/{repository}/`.
 //!
 //! As the vendor pages and the SDK give them: listings are bare JSON arrays with a
-//! `Content-Range: offset-count/total` header; a repository name's `/` arrives as `$` in the
-//! path; a manual sync makes one sync job per tag, which moves `waiting` → `running` → final
-//! (over [`SimConfig::sync_duration`](super::SimConfig::sync_duration)): `success`, or `existed`
-//! when the tag is already at the target and `override` is false, or the status a test set for
-//! the tag (`failed`, `timeout`, `cancel`; `running` for one that never ends). A repository can
-//! be set to hang (its syncs stay `running`). Errors are `{error_code, error_msg}` with SWR's `SVCSTG.SWR.*` codes (the codes
-//! follow the service's pattern; the pages kept here do not list them), and the gateway's
-//! `APIGW.*` for authentication and throttling.
+//! `Content-Range: offset-count/total` header (on the tag listing only when both `limit` and
+//! `offset` were sent; the sync jobs' `filter` requires both); a repository name's `/` arrives
+//! as `$` in the path; a manual sync makes one sync job per tag, which moves `waiting` →
+//! `running` → final (over [`SimConfig::sync_duration`](super::SimConfig::sync_duration)):
+//! `success`, or `existed` when the tag is already at the target and `override` is false, or
+//! the status a test set for the tag (`failed`, `timeout`, `cancel`; `running` for one that
+//! never ends). A repository can be set to hang (its syncs stay `running`). Errors are
+//! `{error_code, error_msg}` with SWR's `SVCSTG.SWR.*` codes (the codes follow the service's
+//! pattern; the pages kept here do not list them), and the gateway's `APIGW.*` for
+//! authentication and throttling.
 //!
 //! Seeded: organization `demo-team` with `web` (5 tags), `tools/builder` (2 tags) and `api`
 //! (250 tags, every fifth named `v1.N`, the others `build-N`), and `platform` with
@@ -61,6 +63,13 @@ pub(crate) const BAD_TOKEN: (&str, &str) = (
 /// Throttled by the API gateway.
 pub(crate) const THROTTLED: (&str, &str) =
     ("APIGW.0308", "The throttling threshold has been reached");
+
+/// A repository's name from its path value (already percent-decoded). SWR's pages ask for a
+/// `/` in a repository name to be sent as `$`, so a `$` stands for `/`; a raw (or
+/// `%2F`-encoded) slash names nothing (`None`, which the routes answer with [`NO_REPOSITORY`]).
+pub(crate) fn repository_name(path_value: &str) -> Option<String> {
+    (!path_value.contains('/')).then(|| path_value.replace('$', "/"))
+}
 
 /// One request an SWR handler received.
 #[derive(Clone, Debug, Serialize)]

@@ -13,7 +13,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::{
-    SwrRequest, Target, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY, NO_TAG, SYNC_REGIONS,
+    repository_name, SwrRequest, Target, BAD_REQUEST, BAD_TOKEN, NO_NAMESPACE, NO_REPOSITORY,
+    NO_TAG, SYNC_REGIONS,
 };
 use crate::sim::state::{AuthKind, SimState};
 use crate::sim::{error_response, AkSkVerified, Route};
@@ -67,11 +68,9 @@ fn enter(
     if !inner.swr.has_namespace(namespace) {
         return Err(reply(NO_NAMESPACE, StatusCode::NOT_FOUND));
     }
-    // The page asks for `/` to be sent as `$`; a raw (or %2F-encoded) slash names nothing.
-    if repository.contains('/') {
+    let Some(name) = repository_name(repository) else {
         return Err(reply(NO_REPOSITORY, StatusCode::NOT_FOUND));
-    }
-    let name = repository.replace('$', "/");
+    };
     if !inner
         .swr
         .repos
@@ -98,17 +97,19 @@ fn number(q: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Res
     }
 }
 
-/// A bare JSON array with `Content-Range: offset-count/total`.
-fn page(items: Vec<Value>, offset: u64, total: usize) -> Response {
-    let range = format!("{offset}-{}/{total}", items.len());
+/// A bare JSON array, with `Content-Range: offset-count/total` when `range` (the offset and
+/// the total) is given.
+fn page(items: Vec<Value>, range: Option<(u64, usize)>) -> Response {
+    let header = range.map(|(offset, total)| format!("{offset}-{}/{total}", items.len()));
     let mut resp = (StatusCode::OK, Json(Value::Array(items))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&range) {
+    if let Some(Ok(v)) = header.as_deref().map(HeaderValue::from_str) {
         resp.headers_mut().insert("content-range", v);
     }
     resp
 }
 
-/// `GET …/tags` (`list_repository_tags`): `limit` (default 100, at most 1000) and `offset`.
+/// `GET …/tags` (`list_repository_tags`): `limit` (default 100, at most 1000) and `offset`;
+/// the answer carries `Content-Range` only when both were sent, as SWR's page says.
 pub(crate) async fn list_tags(
     State(state): State<Arc<SimState>>,
     Path((namespace, repository)): Path<(String, String)>,
@@ -180,7 +181,8 @@ pub(crate) async fn list_tags(
             })
         })
         .collect();
-    page(items, offset, tags.len())
+    let ranged = q.contains_key("limit") && q.contains_key("offset");
+    page(items, ranged.then_some((offset, tags.len())))
 }
 
 /// `POST …/sync_images` (`create_manual_image_sync_repo`): body `{imageTag, override,
@@ -336,5 +338,5 @@ pub(crate) async fn sync_job(
         .take(limit as usize)
         .map(|j| j.to_json(now, state.cfg.sync_duration, &state.cfg.domain_id))
         .collect();
-    page(items, offset, jobs.len())
+    page(items, Some((offset, jobs.len())))
 }

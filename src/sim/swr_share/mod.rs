@@ -8,7 +8,9 @@
 //! `filter=center::self|limit::…|offset::…` (as the API page writes them); when both are given
 //! the answer carries `Content-Range: {offset}-{count}/{total}`. A repository is listed while
 //! it is shared with at least one account. Only `center=self` has content here: what others
-//! share with this account is not modelled (an empty list).
+//! share with this account is not modelled (an empty list). In the access-domains path a
+//! repository name's `/` arrives as `$` (`%24`), as the `ListRepoDomains` page asks; a raw or
+//! `%2F`-encoded slash names no repository (404), as on the image-sync routes.
 //!
 //! Errors are SWR's `{"error_code", "error_msg"}` bodies (`SVCSTG.SWR.*`; the gateway's
 //! `APIGW.*` for authentication). Changes can be made now or queued to happen once the listing
@@ -41,7 +43,9 @@ pub(crate) const SHARED_PATH: &str = "/v2/manage/shared-repositories";
 pub(crate) const DOMAINS_PATH: &str =
     "/v2/manage/namespaces/{namespace}/repositories/{repository}/access-domains";
 
-// SWR's error answers are the simulated service's one set (see `super::swr`).
+// SWR's error answers are the simulated service's one set (see `super::swr`), and so is the
+// reading of a repository name's path value (`$` for `/`).
+use super::swr::repository_name;
 pub(crate) use super::swr::{BAD_TOKEN, INTERNAL, NO_REPOSITORY, THROTTLED};
 /// SWR's bad-parameter answer.
 pub(crate) const INVALID_PARAM: (&str, &str) = (super::swr::BAD_REQUEST, "Invalid param");
@@ -189,11 +193,13 @@ pub(crate) async fn list_domains(
     }
     let now = Utc::now();
     let inner = state.lock();
-    let Some(repo) = inner
-        .swr_shares
-        .repos
-        .get(&(namespace.clone(), repository.clone()))
-    else {
+    let Some((repository, repo)) = repository_name(&repository).and_then(|name| {
+        let repo = inner
+            .swr_shares
+            .repos
+            .get(&(namespace.clone(), name.clone()))?;
+        Some((name, repo))
+    }) else {
         let (code, msg) = NO_REPOSITORY;
         return error_response(StatusCode::NOT_FOUND, code, msg);
     };

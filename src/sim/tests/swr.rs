@@ -1,5 +1,6 @@
-//! The SWR image-sync routes: the tag listing's shape and paging, a manual sync's jobs moving to
-//! their outcome, `existed`, the `$` for `/` in repository names, and the error bodies.
+//! The SWR image-sync routes: the tag listing's shape and paging (`Content-Range` only with both
+//! `limit` and `offset`), a manual sync's jobs moving to their outcome, `existed`, the `$` for
+//! `/` in repository names, and the error bodies.
 
 use super::*;
 
@@ -54,6 +55,34 @@ async fn tags_are_a_bare_array_paged_with_content_range() {
     let items = page.as_array().expect("a bare array");
     assert_eq!(items.len(), 50);
     assert_eq!(items[0]["Tag"], "v1.200");
+    // `Content-Range` only when both `limit` and `offset` were sent, as SWR's page says.
+    for query in ["", "?limit=10", "?offset=10"] {
+        let resp = swr_get(
+            &client,
+            &base,
+            &token,
+            &format!("/v2/manage/namespaces/demo-team/repos/api/tags{query}"),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{query}");
+        assert!(
+            resp.headers().get("content-range").is_none(),
+            "{query}: {:?}",
+            resp.headers()
+        );
+        assert!(
+            !json_of(resp).await.as_array().unwrap().is_empty(),
+            "{query}"
+        );
+    }
+    let resp = swr_get(
+        &client,
+        &base,
+        &token,
+        "/v2/manage/namespaces/demo-team/repos/api/tags?offset=10&limit=10",
+    )
+    .await;
+    assert_eq!(resp.headers()["content-range"], "10-10/250");
     // A repository name's `/` arrives as `$`; a %2F names nothing.
     let ok = swr_get(
         &client,
