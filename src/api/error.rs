@@ -124,9 +124,10 @@ pub struct Decoded {
     pub trace_id: Option<String>,
 }
 
-const PAIRS: [(&str, &str); 3] = [
+const PAIRS: [(&str, &str); 4] = [
     ("error_code", "error_msg"),
     ("errorCode", "errorMsg"),
+    ("errorCode", "errorMessage"),
     ("code", "message"),
 ];
 
@@ -147,6 +148,14 @@ pub fn decode_error_body(status: u16, body: &[u8]) -> Decoded {
             error_msg: raw(),
             trace_id: None,
         };
+    };
+    // SWR's error-code page gives a bare array, `[{"errorCode", "errorMessage", "detail"}]`:
+    // its first entry is the error.
+    let v = match v {
+        Value::Array(mut items) if items.first().is_some_and(Value::is_object) => {
+            items.swap_remove(0)
+        }
+        other => other,
     };
     let trace_id = v
         .get("trace_id")
@@ -179,11 +188,16 @@ pub fn decode_error_body(status: u16, body: &[u8]) -> Decoded {
 
 fn find_pair(v: &Value) -> Option<(String, String)> {
     let o = v.as_object()?;
-    PAIRS.iter().find_map(|(c, m)| {
-        let code = o.get(*c).and_then(scalar)?;
-        let msg = o.get(*m).and_then(scalar).unwrap_or_default();
-        Some((code, msg))
-    })
+    let field = |k: &str| o.get(k).and_then(scalar);
+    // A code with its message first; a code alone, else.
+    PAIRS
+        .iter()
+        .find_map(|(c, m)| Some((field(c)?, field(m)?)))
+        .or_else(|| {
+            PAIRS
+                .iter()
+                .find_map(|(c, _)| Some((field(c)?, String::new())))
+        })
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -252,6 +266,26 @@ mod tests {
         );
         let d = decode_error_body(400, br#"{"code": 1234, "message": "m"}"#);
         assert_eq!((d.error_code.as_str(), d.error_msg.as_str()), ("1234", "m"));
+        let d = decode_error_body(400, br#"{"errorCode": "X.2"}"#);
+        assert_eq!((d.error_code.as_str(), d.error_msg.as_str()), ("X.2", ""));
+    }
+
+    #[test]
+    fn decodes_swr_documented_array_of_errors() {
+        let d = decode_error_body(
+            400,
+            br#"[{"errorCode": "SVCSTG.SWR.4000014", "errorMessage": "Invalid parameter", "detail": "tag"}]"#,
+        );
+        assert_eq!(
+            (d.error_code.as_str(), d.error_msg.as_str()),
+            ("SVCSTG.SWR.4000014", "Invalid parameter")
+        );
+        // An array of something else is kept as text.
+        let d = decode_error_body(500, br#"["a"]"#);
+        assert_eq!(
+            (d.error_code.as_str(), d.error_msg.as_str()),
+            ("500", r#"["a"]"#)
+        );
     }
 
     #[test]
