@@ -137,7 +137,7 @@ pub fn table(jobs: &[JobView]) -> String {
                         .take(80)
                         .collect::<String>()
                 ),
-                (Some(jid), _) => jid.clone(),
+                (Some(jid), _) => short_jid(jid),
                 _ if j.result.as_ref().and_then(|r| r.get("start_answer"))
                     == Some(&Value::from("lost")) =>
                 {
@@ -157,6 +157,17 @@ pub fn table(jobs: &[JobView]) -> String {
         })
         .collect();
     render_table(&header, &rows)
+}
+
+/// A jid for the table: a list of many ids (an image sync's sync jobs, one per tag) shows its
+/// first three and how many there are; `jobs show` has them all.
+fn short_jid(jid: &str) -> String {
+    const SHOWN: usize = 3;
+    let ids: Vec<&str> = jid.split(',').collect();
+    if ids.len() <= SHOWN + 1 {
+        return jid.to_string();
+    }
+    format!("{},… ({} in all)", ids[..SHOWN].join(","), ids.len())
 }
 
 /// Renders rows under a header with columns padded to their widest cell.
@@ -212,4 +223,16 @@ pub async fn job_detail(
         view.purge_items = Some(store.purge_items(job.id).await?);
     }
     Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_jid;
+
+    #[test]
+    fn a_long_list_of_ids_is_cut_short_in_the_table() {
+        assert_eq!(short_jid("3ebef843-947f"), "3ebef843-947f");
+        assert_eq!(short_jid("1,2,3,4"), "1,2,3,4");
+        assert_eq!(short_jid("1,2,3,4,5"), "1,2,3,… (5 in all)");
+    }
 }
