@@ -12,27 +12,27 @@ use codearts_syncd::sim::{Fault, Route, SimConfig};
 use serde_json::{json, Value};
 use support::{spawn_app_aksk, spawn_app_with, text, TestApp};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The `[swr]` section the tests run with.
-fn swr_config(follow_timeout: &str) -> String {
+pub(crate) fn swr_config(follow_timeout: &str) -> String {
     format!(
         "[swr]\nsync_regions = [\"ap-southeast-1\", \"cn-north-4\"]\npoll_interval = \"50ms\"\nfollow_timeout = \"{follow_timeout}\"\n"
     )
 }
 
-fn sim(sync_ms: u64) -> SimConfig {
+pub(crate) fn sim(sync_ms: u64) -> SimConfig {
     SimConfig {
         sync_duration: Duration::from_millis(sync_ms),
         ..SimConfig::default()
     }
 }
 
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     spawn_app_with(sim(300), &swr_config("20s")).await
 }
 
-fn sync(repository: &str, tags: Value) -> Value {
+pub(crate) fn sync(repository: &str, tags: Value) -> Value {
     json!({
         "namespace": "demo-team",
         "repository": repository,
@@ -43,7 +43,7 @@ fn sync(repository: &str, tags: Value) -> Value {
 }
 
 /// The `imageTag` of every start the simulator received, in order.
-fn started_tags(reqs: &[SwrRequest]) -> Vec<Vec<String>> {
+pub(crate) fn started_tags(reqs: &[SwrRequest]) -> Vec<Vec<String>> {
     reqs.iter()
         .filter(|r| r.route == Route::SwrSyncStart)
         .map(|r| {
@@ -58,12 +58,21 @@ fn started_tags(reqs: &[SwrRequest]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("an array: {v}"))
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect()
+}
+
+/// `jobs retry ID` from the CLI; the new job's id.
+pub(crate) fn replay(app: &TestApp, id: i64) -> i64 {
+    let out = app.cli(&["jobs", "retry", &id.to_string(), "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).expect("JSON");
+    answer["new_id"].as_i64().expect("new_id")
 }
 
 #[tokio::test]
@@ -159,11 +168,7 @@ async fn a_failing_tag_fails_the_job_and_a_replay_resends_only_that_tag() {
 
     // The cause is fixed; the operator replays the job.
     app.sim.swr_tag_outcome("demo-team", "web", "v1.1.0", None);
-    let out = app.cli(&["jobs", "retry", &id.to_string(), "--json"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    let answer: Value = serde_json::from_str(&stdout).expect("JSON");
-    let new_id = answer["new_id"].as_i64().expect("new_id");
+    let new_id = replay(&app, id);
     let replay = app.wait_final(new_id, WAIT).await;
     app.stop().await;
 
@@ -247,39 +252,48 @@ async fn a_glob_picks_the_matching_tags_across_pages() {
 }
 
 #[tokio::test]
-async fn a_glob_stays_complete_when_tags_are_removed_between_pages() {
-    let mut app = app().await;
-    // After the first page, two tags of that page go: every later tag moves up two places, so
-    // v1.100 (index 100) would be at offset 98, on a page already read.
-    app.sim.swr_shift_tags(TagShift {
-        namespace: "demo-team".into(),
-        repository: "api".into(),
-        after_pages: 1,
-        remove: vec!["build-1".into(), "build-2".into()],
-        add_front: vec![],
-        add_back: vec![],
-    });
-    let id = app
-        .submit("swr_image_sync", sync("api", json!("v1.*")))
-        .await;
-    app.start();
-    let job = app.wait_final(id, WAIT).await;
-    app.stop().await;
-    assert_eq!(job.status, "succeeded", "{job:?}");
-    let starts = started_tags(&app.sim.swr_requests());
-    assert_eq!(starts.len(), 1);
-    assert!(starts[0].contains(&"v1.100".to_string()), "{:?}", starts[0]);
-    assert_eq!(starts[0].len(), 50);
-    let walks = app
-        .sim
-        .swr_requests()
-        .iter()
-        .filter(|r| r.route == Route::SwrTagList && r.query.ends_with("offset=0"))
-        .count();
-    assert_eq!(
-        walks, 3,
-        "the total changed during the first walk; two more agreed"
-    );
+async fn a_glob_stays_complete_when_tags_change_between_pages() {
+    // After the first page, tags on it go (and one is pushed at the end): every later tag moves
+    // up, so v1.100 (index 100) would be on a page already read. Two going change the total
+    // during the walk; one going and one coming leave it at 250.
+    let cases: [(&[&str], &[&str]); 2] =
+        [(&["build-1", "build-2"], &[]), (&["build-1"], &["zz-new"])];
+    for (remove, add_back) in cases {
+        let mut app = app().await;
+        app.sim.swr_shift_tags(TagShift {
+            namespace: "demo-team".into(),
+            repository: "api".into(),
+            after_pages: 1,
+            remove: remove.iter().map(|t| t.to_string()).collect(),
+            add_front: vec![],
+            add_back: add_back.iter().map(|t| t.to_string()).collect(),
+        });
+        let id = app
+            .submit("swr_image_sync", sync("api", json!("v1.*")))
+            .await;
+        app.start();
+        let job = app.wait_final(id, WAIT).await;
+        app.stop().await;
+        assert_eq!(job.status, "succeeded", "{remove:?}: {job:?}");
+        let starts = started_tags(&app.sim.swr_requests());
+        assert_eq!(starts.len(), 1, "{remove:?}");
+        assert!(
+            starts[0].contains(&"v1.100".to_string()),
+            "{remove:?}: {:?}",
+            starts[0]
+        );
+        assert_eq!(starts[0].len(), 50, "{remove:?}");
+        let walks = app
+            .sim
+            .swr_requests()
+            .iter()
+            .filter(|r| r.route == Route::SwrTagList && r.query.ends_with("offset=0"))
+            .count();
+        assert_eq!(
+            walks, 3,
+            "{remove:?}: the first walk saw the change; two more agreed"
+        );
+    }
 }
 
 #[tokio::test]
@@ -358,31 +372,44 @@ async fn a_second_request_while_one_runs_joins_the_queued_follow_up() {
 
 #[tokio::test]
 async fn a_start_whose_answer_was_lost_is_not_sent_again() {
-    let mut app = app().await;
-    // The service starts the sync, the answer never arrives.
-    app.sim.inject(Fault {
-        route: Route::SwrSyncStart,
-        reset_after: true,
-        times: 1,
-        ..Fault::default()
-    });
-    let id = app
-        .submit("swr_image_sync", sync("web", json!(["v1.0.1", "v1.1.0"])))
-        .await;
-    app.start();
-    let job = app.wait_final(id, WAIT).await;
-    app.stop().await;
-    assert_eq!(job.status, "succeeded", "{job:?}");
-    assert_eq!(job.attempts, 2, "the lost answer cost one attempt: {job:?}");
-    assert_eq!(
-        started_tags(&app.sim.swr_requests()).len(),
-        1,
-        "the sync jobs of the lost start were found and followed"
-    );
-    assert_eq!(app.sim.swr_sync_jobs("demo-team", "web"), 2);
-    let r = job.result.unwrap();
-    assert_eq!(r["start_answer"], "lost");
-    assert_eq!(strings(&r["succeeded"]), ["v1.0.1", "v1.1.0"]);
+    // SWR makes the sync jobs, and the answer never arrives: the connection drops, or the
+    // gateway in front answers 504.
+    let lost = [
+        Fault {
+            route: Route::SwrSyncStart,
+            reset_after: true,
+            times: 1,
+            ..Fault::default()
+        },
+        Fault {
+            route: Route::SwrSyncStart,
+            status: Some(504),
+            status_after: true,
+            times: 1,
+            ..Fault::default()
+        },
+    ];
+    for fault in lost {
+        let mut app = app().await;
+        app.sim.inject(fault.clone());
+        let id = app
+            .submit("swr_image_sync", sync("web", json!(["v1.0.1", "v1.1.0"])))
+            .await;
+        app.start();
+        let job = app.wait_final(id, WAIT).await;
+        app.stop().await;
+        assert_eq!(job.status, "succeeded", "{fault:?}: {job:?}");
+        assert_eq!(job.attempts, 2, "the lost answer cost one attempt: {job:?}");
+        assert_eq!(
+            started_tags(&app.sim.swr_requests()).len(),
+            1,
+            "{fault:?}: the sync jobs of the lost start were found and followed"
+        );
+        assert_eq!(app.sim.swr_sync_jobs("demo-team", "web"), 2);
+        let r = job.result.unwrap();
+        assert_eq!(r["start_answer"], "lost");
+        assert_eq!(strings(&r["succeeded"]), ["v1.0.1", "v1.1.0"]);
+    }
 }
 
 #[tokio::test]
@@ -664,12 +691,7 @@ async fn a_replay_after_an_api_error_carries_the_finished_tags_and_follows_the_r
 
     app.sim.clear_faults();
     app.sim.swr_tag_outcome("demo-team", "web", "v2.0.0", None);
-    let out = app.cli(&["jobs", "retry", &id.to_string(), "--json"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    let new_id = serde_json::from_str::<Value>(&stdout).unwrap()["new_id"]
-        .as_i64()
-        .unwrap();
+    let new_id = replay(&app, id);
     let replay = app.wait_final(new_id, WAIT).await;
     app.stop().await;
     // v2.0.0's sync is still running at SWR: the replay follows it (until its own follow
