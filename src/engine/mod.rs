@@ -554,7 +554,7 @@ fn log_transition(job: &JobRow, t: &Transition) {
         } => {
             if !job.is_poll() {
                 tracing::info!(
-                    jid = jid.as_deref().unwrap_or("unknown"),
+                    jid = jid.as_deref().unwrap_or("not known yet"),
                     next_poll_in_ms = next_run_at - now_ms(),
                     "remote work started; following it"
                 )
