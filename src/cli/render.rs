@@ -227,7 +227,7 @@ pub async fn job_detail(
 
 #[cfg(test)]
 mod tests {
-    use super::short_jid;
+    use crate::cli::render::short_jid;
 
     #[test]
     fn a_long_list_of_ids_is_cut_short_in_the_table() {
