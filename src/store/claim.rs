@@ -151,8 +151,7 @@ impl Store {
         let rows = self.observe(
             async {
                 let mut tx = self.claim_tx().await?;
-                // The time is read once the write lock is held, so a job's start is never
-                // before the end of a job that held its lane.
+                // The time the candidates are due by.
                 let now = now_ms();
                 // Every kind's candidates in one statement. No ORDER BY over the whole
                 // compound: SQLite would then sort each kind's whole queue. The overall order
@@ -185,9 +184,14 @@ impl Store {
                 let ids =
                     serde_json::to_string(&picked.iter().map(|(_, id)| *id).collect::<Vec<_>>())
                         .unwrap_or_else(|_| "[]".into());
+                // The start is read again now that the candidates were read: a job of the same
+                // lane that ended just before they were read (its settle took its time before
+                // this transaction began, and committed before the candidates' snapshot) must
+                // not look as if it overlapped this one.
+                let started = now_ms().max(now);
                 // Dynamic only in the fixed column list: the time and the ids are bound.
                 let rows = sqlx::query(sqlx::AssertSqlSafe(update))
-                    .bind(now)
+                    .bind(started)
                     .bind(ids)
                     .bind(self.instance())
                     .fetch_all(&mut *tx)

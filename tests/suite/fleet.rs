@@ -433,11 +433,11 @@ async fn three_instances_lose_nothing_through_five_sigkills() {
     let overlaps: Vec<_> = spans
         .windows(2)
         .filter(|w| w[0].1 > w[1].0)
-        .map(|w| (w[0].2, w[1].2))
+        .map(|w| (w[0].2, w[1].2, w[0].1 - w[1].0))
         .collect();
     assert!(
         overlaps.is_empty(),
-        "{} purges of the account ran at the same time, e.g. jobs {:?}",
+        "{} purges of the account ran at the same time, e.g. (job, job, ms of overlap) {:?}",
         overlaps.len(),
         &overlaps[..overlaps.len().min(5)]
     );
